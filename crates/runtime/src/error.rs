@@ -1,0 +1,15 @@
+use turbine_protocols::InstanceId;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("instance {0} is not reachable")]
+    Unreachable(InstanceId),
+    #[error("instance {0} is already registered")]
+    AlreadyRegistered(InstanceId),
+    #[error("instance {0} is not registered")]
+    NotRegistered(InstanceId),
+    #[error("instance {0} is overloaded")]
+    Overloaded(InstanceId),
+    #[error("engine failed: {0}")]
+    Engine(String),
+}

@@ -1,0 +1,25 @@
+//! `turbine`: one binary for every Turbine role. `serve` runs the whole system in one process.
+
+mod bench;
+mod cli;
+mod serve;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        cli::Command::Serve(args) => runtime.block_on(serve::run(args)),
+        cli::Command::Bench(args) => runtime.block_on(bench::run(args)),
+    }
+}

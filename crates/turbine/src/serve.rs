@@ -1,0 +1,167 @@
+//! `turbine serve`: discovery, request plane, workers and the HTTP frontend in one process.
+
+use crate::cli::{EngineKind, ServeArgs};
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use turbine_engine::{EchoEngine, WorkerMetrics};
+use turbine_frontend::{AppState, FrontendConfig};
+use turbine_protocols::{InstanceId, InstanceRecord, ModelCard, WorkerRole};
+use turbine_runtime::{Discovery, EmbeddedDiscovery, EmbeddedRequestPlane, shutdown_signal};
+use turbine_tokens::ModelTokenizer;
+
+const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let model_path = model_path(args.model.as_deref())?;
+    let card = model_card(&args, &model_path).await?;
+    let prometheus = prometheus::Registry::new();
+    let discovery = Arc::new(EmbeddedDiscovery::default());
+    let plane = Arc::new(EmbeddedRequestPlane::default());
+    let worker_metrics = WorkerMetrics::register(&prometheus)?;
+
+    let mut worker_ids = Vec::new();
+    for i in 0..args.workers.max(1) {
+        let id = InstanceId(u64::from(i) + 1);
+        let engine = match args.engine {
+            EngineKind::Echo => EchoEngine::new(
+                Duration::from_secs_f64(args.echo_delay_ms.max(0.0) / 1000.0),
+                worker_metrics.for_worker(id),
+            ),
+        };
+        plane.serve(id, Arc::new(engine));
+        discovery
+            .register(InstanceRecord {
+                id,
+                role: WorkerRole::Aggregated,
+                endpoint: "local".into(),
+                model: card.clone(),
+            })
+            .await?;
+        worker_ids.push(id);
+    }
+
+    let config = frontend_config(&args)?;
+    let state = AppState::new(config, discovery.as_ref(), plane.clone(), prometheus)?;
+    wait_for_model(&state, &card.name).await?;
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+    let address = listener.local_addr()?;
+    println!("turbine: serving {} at http://{address}/v1", card.name);
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(turbine_frontend::serve(listener, state, async {
+        let _ = stop_rx.await;
+    }));
+    tokio::select! {
+        result = &mut server => return result.context("server task failed")?.context("server failed"),
+        _ = shutdown_signal() => {}
+    }
+    tracing::info!(
+        timeout_secs = args.shutdown_timeout_secs,
+        "shutting down: no new requests, draining in-flight ones"
+    );
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(Duration::from_secs(args.shutdown_timeout_secs), &mut server).await {
+        Ok(result) => result
+            .context("server task failed")?
+            .context("server failed")?,
+        Err(_) => tracing::warn!("drain deadline passed with requests in flight; stopping them"),
+    }
+    for id in worker_ids {
+        discovery.deregister(id).await?;
+        plane.remove(id);
+    }
+    Ok(())
+}
+
+fn model_path(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        if !path.exists() {
+            bail!("the model {} does not exist", path.display());
+        }
+        return Ok(path.to_path_buf());
+    }
+    let path = turbine_tokens::cache_dir()
+        .join("models")
+        .join(DEFAULT_MODEL_FILE);
+    if !path.exists() {
+        bail!(
+            "the default model is not downloaded yet: run `scripts/fixtures.sh model` (it fetches {DEFAULT_MODEL_FILE} \
+             into {}), or pass --model PATH",
+            path.parent()
+                .map_or_else(String::new, |p| p.display().to_string())
+        );
+    }
+    Ok(path)
+}
+
+async fn model_card(args: &ServeArgs, path: &Path) -> anyhow::Result<ModelCard> {
+    let loaded = {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || ModelTokenizer::load(&path)).await?
+    }
+    .with_context(|| format!("cannot load the model at {}", path.display()))?;
+    let context_length = args
+        .context_length
+        .or(loaded.context_length)
+        .context("the model does not say its context length; pass --context-length")?;
+    let name = match &args.model_name {
+        Some(name) => name.clone(),
+        None => default_model_name(path),
+    };
+    Ok(ModelCard {
+        name,
+        source: path.display().to_string(),
+        context_length,
+        block_size: args.block_size,
+    })
+}
+
+/// `SmolLM2-135M-Instruct.Q4_1.gguf` is served as `SmolLM2-135M-Instruct`.
+fn default_model_name(path: &Path) -> String {
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match file.split_once('.') {
+        Some((stem, _)) if !stem.is_empty() => stem.to_string(),
+        _ => file,
+    }
+}
+
+fn frontend_config(args: &ServeArgs) -> anyhow::Result<FrontendConfig> {
+    let mut api_keys = args.api_key.clone();
+    if let Some(file) = &args.api_key_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        api_keys.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    Ok(FrontendConfig {
+        max_body_bytes: args.max_body_bytes,
+        max_prompt_tokens: args.max_prompt_tokens,
+        max_tokens_limit: args.max_tokens_limit,
+        max_concurrent_requests: args.max_concurrent_requests,
+        max_queued_requests: args.max_queued_requests,
+        api_keys,
+        retry_after_secs: 1,
+    })
+}
+
+/// The frontend loads the model's tokenizer when discovery announces it; serve only once it has.
+async fn wait_for_model(state: &AppState, name: &str) -> anyhow::Result<()> {
+    for _ in 0..600 {
+        if state.registry.get(name).is_some() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the frontend could not load the model `{name}` within 60 s (see the log above)")
+}

