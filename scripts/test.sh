@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test: fetches the fixtures (model, tokenizer configs) into the cache once, then the
+# workspace's unit and end-to-end tests, then the official `openai` Python SDK against the server.
+# Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export TURBINE_CACHE="${TURBINE_CACHE:-$HOME/.cache/turbine}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$TURBINE_CACHE/target}"
+scripts/deps.sh test
+scripts/fixtures.sh all
+cargo test --workspace --all-targets "$@"
+cargo build -p turbine
+python3 scripts/checks/openai_sdk.py "$CARGO_TARGET_DIR/debug/turbine"
