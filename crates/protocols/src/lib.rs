@@ -3,9 +3,11 @@
 
 pub mod engine;
 pub mod instance;
+pub mod kv;
 pub mod openai;
 
 pub use engine::{
     EngineOutput, FinishReason, PreprocessedRequest, SamplingOptions, StopConditions,
 };
 pub use instance::{InstanceId, InstanceRecord, ModelCard, WorkerRole};
+pub use kv::{KvEvent, KvEventData, LoadReport, StorageTier, StoredBlock};

@@ -4,10 +4,12 @@
 
 pub mod discovery;
 pub mod error;
+pub mod event_plane;
 pub mod request_plane;
 pub mod shutdown;
 
 pub use discovery::{Discovery, EmbeddedDiscovery, Instances};
 pub use error::RuntimeError;
+pub use event_plane::{EmbeddedEventPlane, EventPlane};
 pub use request_plane::{EmbeddedRequestPlane, EngineStream, Generate, RequestPlane};
 pub use shutdown::shutdown_signal;

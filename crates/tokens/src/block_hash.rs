@@ -26,27 +26,40 @@ pub fn compute_block_hashes(tokens: &[u32], block_size: usize, seed: u64) -> Vec
     if block_size == 0 {
         return Vec::new();
     }
-    let mut bytes = Vec::with_capacity(block_size * 4);
     let mut previous: Option<u64> = None;
     tokens
         .chunks_exact(block_size)
         .map(|block| {
-            bytes.clear();
-            bytes.extend(block.iter().flat_map(|t| t.to_le_bytes()));
-            let local = xxh3_64_with_seed(&bytes, seed);
-            let sequence = match previous {
-                None => local,
-                Some(parent) => {
-                    let mut pair = [0u8; 16];
-                    pair[..8].copy_from_slice(&parent.to_le_bytes());
-                    pair[8..].copy_from_slice(&local.to_le_bytes());
-                    xxh3_64(&pair)
-                }
-            };
-            previous = Some(sequence);
-            BlockHash { local, sequence }
+            let hash = hash_block(previous, block, seed);
+            previous = Some(hash.sequence);
+            hash
         })
         .collect()
+}
+
+/// Hashes one full block whose predecessor has sequence hash `parent` (`None` for the first block),
+/// so a growing sequence can be hashed block by block.
+pub fn hash_block(parent: Option<u64>, block: &[u32], seed: u64) -> BlockHash {
+    let mut bytes = [0u8; 4 * 64];
+    let local = if block.len() <= 64 {
+        for (chunk, token) in bytes.chunks_exact_mut(4).zip(block) {
+            chunk.copy_from_slice(&token.to_le_bytes());
+        }
+        xxh3_64_with_seed(&bytes[..block.len() * 4], seed)
+    } else {
+        let owned: Vec<u8> = block.iter().flat_map(|t| t.to_le_bytes()).collect();
+        xxh3_64_with_seed(&owned, seed)
+    };
+    let sequence = match parent {
+        None => local,
+        Some(parent) => {
+            let mut pair = [0u8; 16];
+            pair[..8].copy_from_slice(&parent.to_le_bytes());
+            pair[8..].copy_from_slice(&local.to_le_bytes());
+            xxh3_64(&pair)
+        }
+    };
+    BlockHash { local, sequence }
 }
 
 #[cfg(test)]

@@ -23,6 +23,9 @@ pub enum Command {
 pub enum EngineKind {
     /// Streams the prompt back; for tests and overhead measurements.
     Echo,
+    /// The real engine core (paged KV, prefix cache, continuous batching) with a simulated GPU:
+    /// steps take the time a timing profile says, tokens are deterministic.
+    Mock,
 }
 
 #[derive(Args, Debug)]
@@ -47,6 +50,24 @@ pub struct ServeArgs {
     /// Echo engine: delay before each token, in milliseconds.
     #[arg(long, default_value_t = 0.0, env = "TURBINE_ECHO_DELAY_MS")]
     pub echo_delay_ms: f64,
+    /// Engine: KV blocks per worker.
+    #[arg(long, default_value_t = 4096, env = "TURBINE_NUM_BLOCKS")]
+    pub num_blocks: usize,
+    /// Engine: most tokens computed in one step.
+    #[arg(long, default_value_t = 2048, env = "TURBINE_MAX_NUM_BATCHED_TOKENS")]
+    pub max_num_batched_tokens: usize,
+    /// Engine: most sequences in a running batch.
+    #[arg(long, default_value_t = 256, env = "TURBINE_MAX_NUM_SEQS")]
+    pub max_num_seqs: usize,
+    /// Engine: compute each prompt in one step instead of in chunks.
+    #[arg(long, env = "TURBINE_NO_CHUNKED_PREFILL")]
+    pub no_chunked_prefill: bool,
+    /// Mock engine: a timing profile (JSON); default: Llama-3.1-8B bf16 on an H100 SXM.
+    #[arg(long, env = "TURBINE_MOCK_PROFILE")]
+    pub mock_profile: Option<PathBuf>,
+    /// Mock engine: run simulated time this many times faster than real time.
+    #[arg(long, default_value_t = 1.0, env = "TURBINE_SPEEDUP")]
+    pub speedup: f64,
     /// Override the model's context length, in tokens.
     #[arg(long, env = "TURBINE_CONTEXT_LENGTH")]
     pub context_length: Option<u32>,

@@ -5,10 +5,17 @@ use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use turbine_engine::{EchoEngine, WorkerMetrics};
+use turbine_engine::core::EngineCore;
+use turbine_engine::executor::mock::MockExecutor;
+use turbine_engine::executor::timing::TimingProfile;
+use turbine_engine::worker::WorkerOptions;
+use turbine_engine::{EchoEngine, EngineConfig, Worker, WorkerMetrics};
 use turbine_frontend::{AppState, FrontendConfig};
 use turbine_protocols::{InstanceId, InstanceRecord, ModelCard, WorkerRole};
-use turbine_runtime::{Discovery, EmbeddedDiscovery, EmbeddedRequestPlane, shutdown_signal};
+use turbine_runtime::{
+    Discovery, EmbeddedDiscovery, EmbeddedEventPlane, EmbeddedRequestPlane, EventPlane, Generate,
+    shutdown_signal,
+};
 use turbine_tokens::ModelTokenizer;
 
 const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -19,18 +26,37 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let prometheus = prometheus::Registry::new();
     let discovery = Arc::new(EmbeddedDiscovery::default());
     let plane = Arc::new(EmbeddedRequestPlane::default());
+    let events: Arc<dyn EventPlane> = Arc::new(EmbeddedEventPlane::default());
     let worker_metrics = WorkerMetrics::register(&prometheus)?;
+    let profile = match &args.mock_profile {
+        Some(path) => TimingProfile::load(path).map_err(anyhow::Error::msg)?,
+        None => TimingProfile::default(),
+    };
 
     let mut worker_ids = Vec::new();
+    let mut engines = Vec::new();
     for i in 0..args.workers.max(1) {
         let id = InstanceId(u64::from(i) + 1);
-        let engine = match args.engine {
-            EngineKind::Echo => EchoEngine::new(
+        let metrics = worker_metrics.for_worker(id);
+        let engine: Arc<dyn Generate> = match args.engine {
+            EngineKind::Echo => Arc::new(EchoEngine::new(
                 Duration::from_secs_f64(args.echo_delay_ms.max(0.0) / 1000.0),
-                worker_metrics.for_worker(id),
-            ),
+                metrics,
+            )),
+            EngineKind::Mock => {
+                let executor = Box::new(MockExecutor::new(profile.clone()));
+                let core = EngineCore::new(engine_config(&args, &card), executor, id, u64::from(i))
+                    .map_err(|e| anyhow::anyhow!("invalid engine configuration: {e}"))?;
+                let options = WorkerOptions {
+                    speedup: args.speedup,
+                    ..Default::default()
+                };
+                let worker = Worker::spawn(id, core, events.clone(), metrics, options)?;
+                engines.push(worker.clone());
+                worker
+            }
         };
-        plane.serve(id, Arc::new(engine));
+        plane.serve(id, engine);
         discovery
             .register(InstanceRecord {
                 id,
@@ -74,7 +100,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         discovery.deregister(id).await?;
         plane.remove(id);
     }
+    for worker in engines {
+        worker.stop();
+    }
     Ok(())
+}
+
+fn engine_config(args: &ServeArgs, card: &ModelCard) -> EngineConfig {
+    EngineConfig {
+        num_blocks: args.num_blocks,
+        block_size: card.block_size as usize,
+        max_num_batched_tokens: args.max_num_batched_tokens,
+        max_num_seqs: args.max_num_seqs,
+        enable_chunked_prefill: !args.no_chunked_prefill,
+        max_model_len: card.context_length as usize,
+        ..Default::default()
+    }
 }
 
 fn model_path(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
