@@ -138,8 +138,13 @@ fn json_case(rng: &mut Rng, model: &str) -> Case {
         5..=7 => 2,
         _ => 3 + rng.below(3),
     };
+    let valid_only = rng.one_in(4);
     for _ in 0..mutations {
-        mutate(rng, &mut request, chat, &mut raws, &mut what);
+        if valid_only {
+            valid_mutation(rng, &mut request, chat, &mut what);
+        } else {
+            mutate(rng, &mut request, chat, &mut raws, &mut what);
+        }
     }
     let mut body = serde_json::to_vec(&Value::Object(request)).expect("serialize");
     for (i, raw) in raws.iter().enumerate() {
@@ -509,6 +514,135 @@ fn mutate(
     };
     what.push(format!("{name} = {}", abbreviate(&value.to_string(), 160)));
     request.insert(name, value);
+}
+
+/// A change that keeps the request valid (or at most over the context): exercises the whole
+/// serving path with unusual values.
+fn valid_mutation(
+    rng: &mut Rng,
+    request: &mut Map<String, Value>,
+    chat: bool,
+    what: &mut Vec<String>,
+) {
+    let (name, value) = match rng.below(if chat { 14 } else { 13 }) {
+        0 | 1 => {
+            let source = request
+                .get("prompt")
+                .and_then(Value::as_str)
+                .map(String::from)
+                .unwrap_or_else(|| short_text(rng));
+            let stops = (0..rng.below(17))
+                .map(|_| {
+                    if rng.one_in(3) || source.is_empty() {
+                        json!(rng.pick(&["", " ", "é", "🦀", "\u{301}", "<|im_end|>", "\n", "the"]))
+                    } else {
+                        json!(substring(rng, &source))
+                    }
+                })
+                .collect();
+            ("stop", Value::Array(stops))
+        }
+        2 => ("max_tokens", json!(1 + rng.below(200))),
+        3 => ("temperature", json!(rng.below(2001) as f64 / 1000.0)),
+        4 => (
+            rng.pick(&["top_p", "min_p"]),
+            json!((1 + rng.below(1000)) as f64 / 1000.0),
+        ),
+        5 => (
+            rng.pick(&["presence_penalty", "frequency_penalty"]),
+            json!(rng.below(4001) as f64 / 1000.0 - 2.0),
+        ),
+        6 => (
+            rng.pick(&["top_k", "seed", "repetition_penalty", "n", "best_of"]),
+            rng.pick(&[
+                json!(1),
+                json!(-1),
+                json!(0),
+                json!(5),
+                json!(i64::MIN),
+                json!(10),
+            ]),
+        ),
+        7 => (
+            rng.pick(&["ignore_eos", "skip_special_tokens", "echo", "logprobs"]),
+            json!(rng.one_in(2)),
+        ),
+        8 => (
+            "stop_token_ids",
+            Value::Array(
+                (0..rng.below(5))
+                    .map(|_| json!(rng.below(VOCAB as usize)))
+                    .collect(),
+            ),
+        ),
+        9 => ("user", json!(short_text(rng))),
+        10 => ("stream_options", json!({"include_usage": rng.one_in(2)})),
+        11 if !chat => {
+            let value = match rng.below(4) {
+                0 => json!([short_text(rng), short_text(rng)]),
+                // Special tokens included: 0 <|endoftext|>, 1 <|im_start|>, 2 <|im_end|>.
+                1 => Value::Array(
+                    (0..1 + rng.below(40))
+                        .map(|_| json!(rng.below(VOCAB as usize)))
+                        .collect(),
+                ),
+                2 => json!([[1, 2, 3], [0], [rng.below(VOCAB as usize)]]),
+                _ => json!(rng.pick(TEXTS)),
+            };
+            ("prompt", value)
+        }
+        12 if !chat => ("suffix", json!("")),
+        11 => {
+            let messages: Vec<Value> = (0..1 + rng.below(5))
+                .map(|i| {
+                    let role = rng.pick(&["system", "developer", "user", "assistant", "tool"]);
+                    let content = if rng.one_in(3) {
+                        json!([{"type": "text", "text": short_text(rng)}, "bare", {"type": "input_text", "text": "x"}])
+                    } else if rng.one_in(5) {
+                        Value::Null
+                    } else {
+                        json!(short_text(rng))
+                    };
+                    let mut m = json!({"role": role, "content": content});
+                    if role == "tool" {
+                        m["tool_call_id"] = json!(format!("call_{i}"));
+                    }
+                    if role == "assistant" && rng.one_in(3) {
+                        m["tool_calls"] = json!([{"id": format!("call_{i}"), "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]);
+                    }
+                    m
+                })
+                .collect();
+            ("messages", Value::Array(messages))
+        }
+        12 => (
+            rng.pick(&["tools", "tool_choice"]),
+            schema_value(rng, "tools", true),
+        ),
+        _ => (
+            rng.pick(&["chat_template_kwargs", "add_generation_prompt"]),
+            rng.pick(&[
+                json!({"enable_thinking": true}),
+                json!(false),
+                json!(true),
+                json!({}),
+            ]),
+        ),
+    };
+    what.push(format!("{name} = {}", abbreviate(&value.to_string(), 160)));
+    request.insert(name.to_string(), value);
+}
+
+/// A piece of `text` cut at random character boundaries.
+fn substring(rng: &mut Rng, text: &str) -> String {
+    let bounds: Vec<usize> = text
+        .char_indices()
+        .map(|(i, _)| i)
+        .chain([text.len()])
+        .collect();
+    let a = rng.pick(&bounds);
+    let b = rng.pick(&bounds);
+    text[a.min(b)..a.max(b)].to_string()
 }
 
 fn placeholder_name(i: usize) -> Value {
@@ -958,7 +1092,7 @@ fn mangle_body(rng: &mut Rng, body: &mut Vec<u8>, model: &str, what: &mut Vec<St
         }
         7 => *body = "[".repeat(10_000).into_bytes(),
         8 => *body = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes(),
-        9 => *body = format!("{}1{}", "{\"a\":".repeat(12_000), "}".repeat(12_000)).into_bytes(),
+        9 => *body = format!("{}1{}", "{\"a\":".repeat(8_000), "}".repeat(8_000)).into_bytes(),
         10 => {
             *body = format!(
                 r#"{{"model":"{model}","prompt":{}"x"{}}}"#,
@@ -1452,7 +1586,9 @@ async fn execute(address: SocketAddr, case: &Case) -> Result<String, String> {
     };
     let statuses: Vec<String> = responses.iter().map(|r| r.status.to_string()).collect();
     if std::env::var_os("TURBINE_FUZZ_VERBOSE").is_some() {
-        let first = responses.first().map(|r| String::from_utf8_lossy(&r.body).into_owned());
+        let first = responses
+            .first()
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned());
         eprintln!(
             "case {} [{}]: {} -> {}",
             case.index,
