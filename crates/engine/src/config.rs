@@ -17,6 +17,17 @@ pub struct EngineConfig {
     pub max_model_len: usize,
     /// Recent KV events kept for replay to routers that missed some.
     pub event_replay_capacity: usize,
+    pub policy: SchedulingPolicy,
+}
+
+/// The order in which waiting requests are admitted and running ones preempted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SchedulingPolicy {
+    /// First come, first served; request priorities are ignored.
+    #[default]
+    Fcfs,
+    /// Lower `priority` first, then arrival order; the highest value is preempted first.
+    Priority,
 }
 
 impl Default for EngineConfig {
@@ -29,6 +40,7 @@ impl Default for EngineConfig {
             enable_chunked_prefill: true,
             max_model_len: 8192,
             event_replay_capacity: 10_000,
+            policy: SchedulingPolicy::Fcfs,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! single-threaded: the worker drives it from a dedicated thread, the simulator from a virtual
 //! clock.
 
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, SchedulingPolicy};
 use crate::executor::{Batch, Executor, ExecutorError, Samples, SeqStep};
 use crate::kv::BlockManager;
 use crate::rng::Rng;
@@ -70,11 +70,7 @@ impl EngineCore {
     }
 
     /// Queues a request. Requests that can never run finish at once: their output is returned.
-    pub fn add_request(
-        &mut self,
-        request: PreprocessedRequest,
-        priority: i32,
-    ) -> (SeqId, Option<EngineOutput>) {
+    pub fn add_request(&mut self, request: PreprocessedRequest) -> (SeqId, Option<EngineOutput>) {
         let id = self.next_id;
         self.next_id += 1;
         let max_len = self.scheduler.config().max_model_len;
@@ -103,6 +99,10 @@ impl EngineCore {
             return (id, finished(FinishReason::Length));
         }
         let seed = self.seeds.next_u64();
+        let priority = match self.scheduler.config().policy {
+            SchedulingPolicy::Fcfs => 0,
+            SchedulingPolicy::Priority => request.priority,
+        };
         self.scheduler
             .add(Sequence::new(id, request, priority, id, seed));
         (id, None)

@@ -115,6 +115,7 @@ mod tests {
                 max_tokens,
                 stop_token_ids: vec![],
             },
+            priority: 0,
         }
     }
 

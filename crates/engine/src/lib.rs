@@ -17,7 +17,7 @@ pub mod sampler;
 pub mod scheduler;
 pub mod worker;
 
-pub use config::EngineConfig;
+pub use config::{EngineConfig, SchedulingPolicy};
 pub use echo::EchoEngine;
 pub use metrics::WorkerMetrics;
 pub use worker::Worker;

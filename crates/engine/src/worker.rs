@@ -196,7 +196,7 @@ impl EngineThread {
                 cancel,
                 output,
             } => {
-                let (seq, done) = self.core.add_request(request, 0);
+                let (seq, done) = self.core.add_request(request);
                 match done {
                     Some(output_now) => {
                         let failed =

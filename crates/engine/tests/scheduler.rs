@@ -70,6 +70,7 @@ impl Executor for PagedKvExecutor {
 }
 
 struct Job {
+    priority: i32,
     prompt: Vec<u32>,
     max_tokens: u32,
     sampling: SamplingOptions,
@@ -105,8 +106,9 @@ fn run(config: EngineConfig, jobs: &[Job]) -> (Vec<Vec<u32>>, RunStats) {
                     max_tokens: job.max_tokens,
                     stop_token_ids: vec![],
                 },
+                priority: job.priority,
             };
-            let (seq, immediate) = core.add_request(request, 0);
+            let (seq, immediate) = core.add_request(request);
             assert!(immediate.is_none(), "job {i} rejected: {immediate:?}");
             seq_of.insert(seq, i);
         }
@@ -165,6 +167,7 @@ fn jobs(count: usize, seed: u64, sampling: SamplingOptions) -> Vec<Job> {
             prompt.truncate(8 + (lcg(&mut s) % 33) as usize);
             prompt.extend((0..1 + lcg(&mut s) % 60).map(|_| (lcg(&mut s) % VOCAB as u64) as u32));
             Job {
+                priority: 0,
                 prompt,
                 max_tokens: 1 + (lcg(&mut s) % 24) as u32,
                 sampling: SamplingOptions {
@@ -193,6 +196,7 @@ fn config(num_blocks: usize, budget: usize, chunked: bool) -> EngineConfig {
         enable_chunked_prefill: chunked,
         max_model_len: 128,
         event_replay_capacity: 100,
+        policy: Default::default(),
     }
 }
 
@@ -250,6 +254,7 @@ fn seeded_outputs_do_not_depend_on_the_batch() {
     assert!(stats.max_batch_size > 4);
     for (i, job) in work.iter().enumerate() {
         let alone = Job {
+            priority: 0,
             prompt: job.prompt.clone(),
             max_tokens: job.max_tokens,
             sampling: job.sampling.clone(),
@@ -264,6 +269,7 @@ fn seeded_outputs_do_not_depend_on_the_batch() {
 fn repeated_prompt_hits_the_prefix_cache() {
     let prompt: Vec<u32> = (0..30).map(|i| i % VOCAB as u32).collect();
     let job = |arrival| Job {
+        priority: 0,
         prompt: prompt.clone(),
         max_tokens: 3,
         sampling: greedy(),
@@ -298,4 +304,38 @@ fn overload_never_starves_anyone() {
             );
         }
     }
+}
+
+#[test]
+fn priority_policy_serves_urgent_requests_first() {
+    let mut work = jobs(40, 6, greedy());
+    for (i, job) in work.iter_mut().enumerate() {
+        job.arrival = 0;
+        job.max_tokens = 8;
+        job.priority = if i % 10 == 9 { -1 } else { 0 };
+    }
+    let mut priority = config(48, 32, true);
+    priority.policy = turbine_engine::SchedulingPolicy::Priority;
+    let (_, by_priority) = run(priority, &work);
+    let (_, fcfs) = run(config(48, 32, true), &work);
+    let urgent_last = |stats: &RunStats| {
+        (0..work.len())
+            .filter(|i| i % 10 == 9)
+            .map(|i| stats.finish_step[&i])
+            .max()
+    };
+    let others_first = |stats: &RunStats| {
+        (0..work.len())
+            .filter(|i| i % 10 != 9)
+            .map(|i| stats.finish_step[&i])
+            .min()
+    };
+    assert!(
+        urgent_last(&by_priority) <= others_first(&by_priority).map(|s| s + 8),
+        "urgent requests run first"
+    );
+    assert!(
+        urgent_last(&fcfs) > urgent_last(&by_priority),
+        "FCFS ignores priorities"
+    );
 }

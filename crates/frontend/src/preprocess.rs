@@ -28,6 +28,7 @@ pub struct GenerationParams {
     pub skip_special_tokens: bool,
     pub stream: bool,
     pub include_usage: bool,
+    pub priority: i32,
 }
 
 /// Validates the fields chat and completions share. `max_tokens` is passed separately because chat
@@ -79,6 +80,7 @@ pub fn generation_params(
             .stream_options
             .as_ref()
             .is_some_and(|o| o.include_usage),
+        priority: common.priority.unwrap_or(0),
     })
 }
 

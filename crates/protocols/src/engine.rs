@@ -12,6 +12,9 @@ pub struct PreprocessedRequest {
     pub token_ids: Vec<u32>,
     pub sampling: SamplingOptions,
     pub stop: StopConditions,
+    /// Lower is served first when the engine schedules by priority; ignored under FCFS.
+    #[serde(default)]
+    pub priority: i32,
 }
 
 /// Sampling parameters after validation and defaulting. Neutral values disable a feature.

@@ -30,6 +30,8 @@ pub struct CommonRequest {
     pub stop_token_ids: Option<Vec<u32>>,
     /// Whether special tokens are left out of the text (vLLM's extension); default true.
     pub skip_special_tokens: Option<bool>,
+    /// Lower is served first when the engine schedules by priority (vLLM's extension).
+    pub priority: Option<i32>,
 }
 
 /// `stop`: one string or a list.

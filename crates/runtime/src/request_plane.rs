@@ -111,6 +111,7 @@ mod tests {
                 max_tokens: 1,
                 stop_token_ids: vec![],
             },
+            priority: 0,
         };
         let stream = plane
             .generate(&record, request.clone())

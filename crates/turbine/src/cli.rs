@@ -62,6 +62,9 @@ pub struct ServeArgs {
     /// Engine: compute each prompt in one step instead of in chunks.
     #[arg(long, env = "TURBINE_NO_CHUNKED_PREFILL")]
     pub no_chunked_prefill: bool,
+    /// Engine: admit and preempt by request `priority` (lower first) instead of arrival order.
+    #[arg(long, env = "TURBINE_PRIORITY_SCHEDULING")]
+    pub priority_scheduling: bool,
     /// Mock engine: a timing profile (JSON); default: Llama-3.1-8B bf16 on an H100 SXM.
     #[arg(long, env = "TURBINE_MOCK_PROFILE")]
     pub mock_profile: Option<PathBuf>,

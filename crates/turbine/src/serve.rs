@@ -9,7 +9,7 @@ use turbine_engine::core::EngineCore;
 use turbine_engine::executor::mock::MockExecutor;
 use turbine_engine::executor::timing::TimingProfile;
 use turbine_engine::worker::WorkerOptions;
-use turbine_engine::{EchoEngine, EngineConfig, Worker, WorkerMetrics};
+use turbine_engine::{EchoEngine, EngineConfig, SchedulingPolicy, Worker, WorkerMetrics};
 use turbine_frontend::{AppState, FrontendConfig};
 use turbine_protocols::{InstanceId, InstanceRecord, ModelCard, WorkerRole};
 use turbine_runtime::{
@@ -114,6 +114,11 @@ fn engine_config(args: &ServeArgs, card: &ModelCard) -> EngineConfig {
         max_num_seqs: args.max_num_seqs,
         enable_chunked_prefill: !args.no_chunked_prefill,
         max_model_len: card.context_length as usize,
+        policy: if args.priority_scheduling {
+            SchedulingPolicy::Priority
+        } else {
+            SchedulingPolicy::Fcfs
+        },
         ..Default::default()
     }
 }

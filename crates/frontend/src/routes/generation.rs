@@ -51,6 +51,7 @@ pub async fn serve(
             token_ids,
             sampling: params.sampling.clone(),
             stop,
+            priority: params.priority,
         });
     }
     let meta = ResponseMeta::new(endpoint, entry.card.name.clone(), params.include_usage);
