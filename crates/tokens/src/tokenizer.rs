@@ -209,7 +209,6 @@ impl Tokenizer {
             .map_err(tokenizer_error)
     }
 
-    /// Number of tokens, added tokens included.
     /// Number of token ids, added tokens included. Cheap: read off the precomputed byte table
     /// (`tokenizers`' own `get_vocab_size(true)` rebuilds the whole vocabulary map on every call).
     pub fn vocab_size(&self) -> usize {

@@ -262,3 +262,62 @@ fn gguf_pre_tokenizers_match_the_original_tokenizer_json() {
         }
     }
 }
+
+/// llama.cpp's tokenizer test cases (`ggml-vocab-*.gguf` with `.inp` texts and `.out` ids): our
+/// GGUF tokenizers must produce llama.cpp's ids for every supported vocabulary type and
+/// pre-tokenizer, SentencePiece (`llama-spm`, `phi-3`) and byte-level BPE alike.
+#[test]
+fn llama_cpp_vocab_test_cases() {
+    let vocabs = [
+        "llama-spm",
+        "phi-3",
+        "llama-bpe",
+        "qwen2",
+        "qwen35",
+        "gpt-2",
+        "starcoder",
+        "refact",
+        "command-r",
+        "mpt",
+    ];
+    for name in vocabs {
+        let base = fixtures::path(&format!("fixtures/llama-vocab/ggml-vocab-{name}.gguf"));
+        let gguf = GgufFile::open(&base).expect("open vocab");
+        let tokenizer = Arc::new(Tokenizer::from_gguf(&gguf).expect(name));
+        let read = |ext: &str| {
+            let mut path = base.clone().into_os_string();
+            path.push(ext);
+            std::fs::read_to_string(&path).expect("test file")
+        };
+        let (inputs, outputs) = (read(".inp"), read(".out"));
+        let mut texts: Vec<&str> = inputs.split("\n__ggml_vocab_test__\n").collect();
+        if texts.last() == Some(&"") {
+            texts.pop();
+        }
+        let expected: Vec<Vec<u32>> = outputs
+            .lines()
+            .map(|line| {
+                line.split_whitespace()
+                    .map(|id| id.parse().expect("id"))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(texts.len(), expected.len(), "{name}: test count");
+        assert!(texts.len() >= 40, "{name}: {} tests", texts.len());
+        for (text, want) in texts.iter().zip(&expected) {
+            let ids = tokenizer.encode(text, false).expect("encode");
+            assert_eq!(&ids, want, "{name}: ids of {text:?}");
+            // Streaming gives the same text as a full decode.
+            let mut stream = IncrementalDetokenizer::new(tokenizer.clone(), false);
+            let mut streamed = stream.push_many(&ids);
+            streamed.push_str(&stream.finish());
+            let decoded = tokenizer.decode(&ids, false).expect("decode");
+            let decoded = match name {
+                // SentencePiece decoding strips the prefix space; the stream keeps it.
+                "llama-spm" | "phi-3" if !ids.is_empty() => format!(" {decoded}"),
+                _ => decoded,
+            };
+            assert_eq!(streamed, decoded, "{name}: streamed {text:?}");
+        }
+    }
+}

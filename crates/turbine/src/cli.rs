@@ -26,6 +26,8 @@ pub enum EngineKind {
     /// The real engine core (paged KV, prefix cache, continuous batching) with a simulated GPU:
     /// steps take the time a timing profile says, tokens are deterministic.
     Mock,
+    /// The engine core with the native CPU executor: real model math.
+    Cpu,
 }
 
 #[derive(Args, Debug)]
@@ -50,9 +52,13 @@ pub struct ServeArgs {
     /// Echo engine: delay before each token, in milliseconds.
     #[arg(long, default_value_t = 0.0, env = "TURBINE_ECHO_DELAY_MS")]
     pub echo_delay_ms: f64,
-    /// Engine: KV blocks per worker.
-    #[arg(long, default_value_t = 4096, env = "TURBINE_NUM_BLOCKS")]
-    pub num_blocks: usize,
+    /// Engine: KV blocks per worker. Default: 4096 for the mock engine; for the CPU engine, as
+    /// many as `--kv-cache-gib` holds.
+    #[arg(long, env = "TURBINE_NUM_BLOCKS")]
+    pub num_blocks: Option<usize>,
+    /// CPU engine: memory for each worker's KV cache, in GiB.
+    #[arg(long, default_value_t = 1.0, env = "TURBINE_KV_CACHE_GIB")]
+    pub kv_cache_gib: f64,
     /// Engine: most tokens computed in one step.
     #[arg(long, default_value_t = 2048, env = "TURBINE_MAX_NUM_BATCHED_TOKENS")]
     pub max_num_batched_tokens: usize,

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use turbine_engine::core::EngineCore;
+use turbine_engine::executor::Executor;
+use turbine_engine::executor::cpu::kv_cache::KvCache;
+use turbine_engine::executor::cpu::{CpuExecutor, Model};
 use turbine_engine::executor::mock::MockExecutor;
 use turbine_engine::executor::timing::TimingProfile;
 use turbine_engine::worker::WorkerOptions;
@@ -32,6 +35,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => TimingProfile::load(path).map_err(anyhow::Error::msg)?,
         None => TimingProfile::default(),
     };
+    let model = match args.engine {
+        EngineKind::Cpu => Some(load_model(&model_path).await?),
+        _ => None,
+    };
 
     let mut worker_ids = Vec::new();
     let mut engines = Vec::new();
@@ -43,9 +50,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 Duration::from_secs_f64(args.echo_delay_ms.max(0.0) / 1000.0),
                 metrics,
             )),
-            EngineKind::Mock => {
-                let executor = Box::new(MockExecutor::new(profile.clone()));
-                let core = EngineCore::new(engine_config(&args, &card), executor, id, u64::from(i))
+            EngineKind::Mock | EngineKind::Cpu => {
+                let mut config = engine_config(&args, &card);
+                let executor: Box<dyn Executor> = match &model {
+                    Some(model) => {
+                        let c = &model.config;
+                        let per_block = KvCache::bytes_per_block(
+                            c.layers,
+                            config.block_size,
+                            c.kv_heads,
+                            c.head_dim,
+                        );
+                        let budget = (args.kv_cache_gib.max(0.0) * (1u64 << 30) as f64) as usize;
+                        let fits = budget / per_block.max(1);
+                        config.num_blocks = args
+                            .num_blocks
+                            .unwrap_or(fits.max(config.max_model_len.div_ceil(config.block_size)));
+                        Box::new(CpuExecutor::new(
+                            model.clone(),
+                            config.num_blocks,
+                            config.block_size,
+                        ))
+                    }
+                    None => Box::new(MockExecutor::new(profile.clone())),
+                };
+                let core = EngineCore::new(config, executor, id, u64::from(i))
                     .map_err(|e| anyhow::anyhow!("invalid engine configuration: {e}"))?;
                 let options = WorkerOptions {
                     speedup: args.speedup,
@@ -106,9 +135,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Loads the model's weights for the CPU engine (blocking work, off the async threads).
+async fn load_model(path: &Path) -> anyhow::Result<Arc<Model>> {
+    let path = path.to_path_buf();
+    let started = std::time::Instant::now();
+    let model = tokio::task::spawn_blocking(move || Model::load(&path))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, config = ?model.config, "model loaded");
+    Ok(Arc::new(model))
+}
+
 fn engine_config(args: &ServeArgs, card: &ModelCard) -> EngineConfig {
     EngineConfig {
-        num_blocks: args.num_blocks,
+        num_blocks: args.num_blocks.unwrap_or(4096),
         block_size: card.block_size as usize,
         max_num_batched_tokens: args.max_num_batched_tokens,
         max_num_seqs: args.max_num_seqs,

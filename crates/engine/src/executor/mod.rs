@@ -3,6 +3,7 @@
 //! `mock` simulates the time a GPU would take and emits deterministic tokens; the CPU and CUDA
 //! executors implement the same trait with real math.
 
+pub mod cpu;
 pub mod mock;
 pub mod timing;
 

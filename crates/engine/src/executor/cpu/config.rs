@@ -1,0 +1,274 @@
+//! A Llama-family model's shape, read from GGUF metadata or an HF `config.json`.
+//!
+//! Architectures: Llama (2, 3, 3.1 with rope scaling), Mistral and SmolLM (Llama's shape), Qwen2
+//! (q/k/v biases), Qwen3 (per-head q/k RMSNorm). Anything else is an error naming it.
+
+use serde_json::Value;
+use turbine_tokens::GgufFile;
+use turbine_tokens::gguf::GgufValue;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Qwen2,
+    Qwen3,
+}
+
+/// How RoPE pairs up the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Dimension `i` with `i + head_dim/2` (HF's `rotate_half`; GGUF's "neox").
+    Neox,
+    /// Dimension `2i` with `2i + 1` (GGUF's llama: its converter permutes Q and K to match).
+    Interleaved,
+}
+
+/// Llama 3.1's frequency-dependent RoPE scaling.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Llama3Scaling {
+    pub factor: f32,
+    pub low_freq_factor: f32,
+    pub high_freq_factor: f32,
+    pub original_context: f32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub intermediate: usize,
+    pub vocab: usize,
+    pub rms_eps: f32,
+    pub rope_theta: f32,
+    pub rope_style: RopeStyle,
+    pub rope_scaling: Option<Llama3Scaling>,
+    pub context_length: usize,
+    pub tie_embeddings: bool,
+    pub qkv_bias: bool,
+    pub qk_norm: bool,
+}
+
+pub type ConfigError = String;
+
+fn arch_of(name: &str) -> Result<Arch, ConfigError> {
+    match name {
+        "llama" | "mistral" | "smollm" | "LlamaForCausalLM" | "MistralForCausalLM" => {
+            Ok(Arch::Llama)
+        }
+        "qwen2" | "Qwen2ForCausalLM" => Ok(Arch::Qwen2),
+        "qwen3" | "Qwen3ForCausalLM" => Ok(Arch::Qwen3),
+        other => Err(format!(
+            "unsupported architecture `{other}` (supported: Llama, Mistral, SmolLM, Qwen2, Qwen3)"
+        )),
+    }
+}
+
+impl ModelConfig {
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self, ConfigError> {
+        let name = gguf
+            .architecture()
+            .ok_or("the GGUF file has no general.architecture")?;
+        let arch = arch_of(name)?;
+        let key = |k: &str| format!("{name}.{k}");
+        let int = |k: &str| -> Result<usize, ConfigError> {
+            gguf.get_u32(&key(k))
+                .map(|v| v as usize)
+                .ok_or_else(|| format!("GGUF metadata lacks {}", key(k)))
+        };
+        let float = |k: &str| -> Option<f32> {
+            match gguf.metadata(&key(k))? {
+                GgufValue::F32(v) => Some(*v),
+                GgufValue::F64(v) => Some(*v as f32),
+                other => other.as_u64().map(|v| v as f32),
+            }
+        };
+        let hidden = int("embedding_length")?;
+        let heads = int("attention.head_count")?;
+        let head_dim = gguf
+            .get_u32(&key("attention.key_length"))
+            .map(|v| v as usize)
+            .unwrap_or(hidden / heads.max(1));
+        let vocab = match gguf.get_u32(&key("vocab_size")) {
+            Some(v) => v as usize,
+            None => gguf
+                .get_str_array("tokenizer.ggml.tokens")
+                .map(|t| t.len())
+                .ok_or("GGUF metadata lacks the vocabulary")?,
+        };
+        let rope_scaling = match gguf.get_str(&key("rope.scaling.type")) {
+            Some("llama3") => Some(Llama3Scaling {
+                factor: float("rope.scaling.factor").unwrap_or(8.0),
+                low_freq_factor: float("rope.scaling.low_freq_factor").unwrap_or(1.0),
+                high_freq_factor: float("rope.scaling.high_freq_factor").unwrap_or(4.0),
+                original_context: float("rope.scaling.original_context_length").unwrap_or(8192.0),
+            }),
+            _ => None,
+        };
+        let config = Self {
+            arch,
+            hidden,
+            layers: int("block_count")?,
+            heads,
+            kv_heads: gguf
+                .get_u32(&key("attention.head_count_kv"))
+                .map(|v| v as usize)
+                .unwrap_or(heads),
+            head_dim,
+            intermediate: int("feed_forward_length")?,
+            vocab,
+            rms_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+            rope_theta: float("rope.freq_base").unwrap_or(10_000.0),
+            rope_style: if arch == Arch::Llama {
+                RopeStyle::Interleaved
+            } else {
+                RopeStyle::Neox
+            },
+            rope_scaling,
+            context_length: int("context_length")?,
+            tie_embeddings: gguf.tensor("output.weight").is_none(),
+            qkv_bias: gguf.tensor("blk.0.attn_q.bias").is_some(),
+            qk_norm: gguf.tensor("blk.0.attn_q_norm.weight").is_some(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_hf(config: &Value) -> Result<Self, ConfigError> {
+        let arch_name = config
+            .get("architectures")
+            .and_then(|a| a.get(0))
+            .and_then(Value::as_str)
+            .or_else(|| config.get("model_type").and_then(Value::as_str))
+            .ok_or("config.json names no architecture")?;
+        let arch = arch_of(arch_name)?;
+        let int = |k: &str| -> Result<usize, ConfigError> {
+            config
+                .get(k)
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| format!("config.json lacks `{k}`"))
+        };
+        let float = |k: &str| config.get(k).and_then(Value::as_f64).map(|v| v as f32);
+        let hidden = int("hidden_size")?;
+        let heads = int("num_attention_heads")?;
+        let scaling = config.get("rope_scaling").filter(|s| !s.is_null());
+        let rope_scaling = match scaling {
+            None => None,
+            Some(s) => {
+                let kind = s
+                    .get("rope_type")
+                    .or_else(|| s.get("type"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let num =
+                    |k: &str, d: f32| s.get(k).and_then(Value::as_f64).map_or(d, |v| v as f32);
+                match kind {
+                    "llama3" => Some(Llama3Scaling {
+                        factor: num("factor", 8.0),
+                        low_freq_factor: num("low_freq_factor", 1.0),
+                        high_freq_factor: num("high_freq_factor", 4.0),
+                        original_context: num("original_max_position_embeddings", 8192.0),
+                    }),
+                    "default" | "" => None,
+                    other => return Err(format!("unsupported rope_scaling type `{other}`")),
+                }
+            }
+        };
+        let config = Self {
+            arch,
+            hidden,
+            layers: int("num_hidden_layers")?,
+            heads,
+            kv_heads: int("num_key_value_heads").unwrap_or(heads),
+            head_dim: int("head_dim").unwrap_or(hidden / heads.max(1)),
+            intermediate: int("intermediate_size")?,
+            vocab: int("vocab_size")?,
+            rms_eps: float("rms_norm_eps").unwrap_or(1e-6),
+            rope_theta: float("rope_theta").unwrap_or(10_000.0),
+            rope_style: RopeStyle::Neox,
+            rope_scaling,
+            context_length: int("max_position_embeddings").unwrap_or(4096),
+            tie_embeddings: config
+                .get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            qkv_bias: match arch {
+                Arch::Qwen2 => true,
+                _ => config
+                    .get("attention_bias")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            },
+            qk_norm: arch == Arch::Qwen3,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            self.hidden,
+            self.layers,
+            self.heads,
+            self.kv_heads,
+            self.head_dim,
+            self.intermediate,
+            self.vocab,
+        ];
+        if positive.contains(&0) {
+            return Err(format!("model dimensions must be positive: {self:?}"));
+        }
+        if !self.heads.is_multiple_of(self.kv_heads) {
+            return Err(format!(
+                "{} attention heads are not a multiple of {} KV heads",
+                self.heads, self.kv_heads
+            ));
+        }
+        if !self.head_dim.is_multiple_of(2) {
+            return Err(format!(
+                "head_dim {} is odd; RoPE needs pairs",
+                self.head_dim
+            ));
+        }
+        Ok(())
+    }
+
+    /// RoPE inverse frequencies, one per dimension pair, with Llama 3.1 scaling applied.
+    pub fn inv_freq(&self) -> Vec<f32> {
+        let d = self.head_dim as f64;
+        (0..self.head_dim / 2)
+            .map(|i| {
+                let base = (self.rope_theta as f64).powf(-(2.0 * i as f64) / d);
+                match self.rope_scaling {
+                    None => base as f32,
+                    Some(s) => llama3_scale(base, s) as f32,
+                }
+            })
+            .collect()
+    }
+}
+
+/// transformers' `_compute_llama3_parameters`, per frequency.
+fn llama3_scale(inv_freq: f64, s: Llama3Scaling) -> f64 {
+    let (factor, low, high, original) = (
+        s.factor as f64,
+        s.low_freq_factor as f64,
+        s.high_freq_factor as f64,
+        s.original_context as f64,
+    );
+    let low_freq_wavelen = original / low;
+    let high_freq_wavelen = original / high;
+    let wavelen = 2.0 * std::f64::consts::PI / inv_freq;
+    if wavelen < high_freq_wavelen {
+        inv_freq
+    } else if wavelen > low_freq_wavelen {
+        inv_freq / factor
+    } else {
+        let smooth = (original / wavelen - low) / (high - low);
+        (1.0 - smooth) * inv_freq / factor + smooth * inv_freq
+    }
+}

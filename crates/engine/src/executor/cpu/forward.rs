@@ -1,0 +1,148 @@
+//! One batched forward pass: the new tokens of every sequence in the step go through the layers
+//! together (one matmul per weight for the whole batch); attention reads each sequence's context
+//! from the paged KV cache; logits are computed only for the rows that are sampled.
+
+use super::kv_cache::KvCache;
+use super::model::Model;
+use super::ops;
+use rayon::prelude::*;
+
+/// One token of the batch.
+pub struct TokenRow<'a> {
+    pub token: u32,
+    pub pos: usize,
+    pub block_table: &'a [u32],
+}
+
+/// Scratch buffers reused across steps, sized for the largest batch seen.
+#[derive(Default)]
+pub struct Scratch {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+}
+
+fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buffer.resize(len, 0.0);
+    &mut buffer[..len]
+}
+
+/// Runs `rows` through the model, writing their K and V into `cache`, and returns the logits of
+/// the rows listed in `logit_rows` (vocab-sized rows, in that order).
+pub fn forward(
+    model: &Model,
+    cache: &mut KvCache,
+    rows: &[TokenRow<'_>],
+    logit_rows: &[usize],
+    s: &mut Scratch,
+) -> Vec<f32> {
+    let c = &model.config;
+    let t = rows.len();
+    let (hidden, hd) = (c.hidden, c.head_dim);
+    let (q_dim, kv_dim) = (c.heads * hd, c.kv_heads * hd);
+
+    let x = sized(&mut s.x, t * hidden);
+    for (row, out) in rows.iter().zip(x.chunks_exact_mut(hidden)) {
+        model.embed(row.token, out);
+    }
+    for (l, layer) in model.layers.iter().enumerate() {
+        let h = sized(&mut s.h, t * hidden);
+        ops::rms_norm(&s.x, &layer.attn_norm, c.rms_eps, h);
+        let q = sized(&mut s.q, t * q_dim);
+        layer.wq.matmul(h, q);
+        let k = sized(&mut s.k, t * kv_dim);
+        layer.wk.matmul(h, k);
+        let v = sized(&mut s.v, t * kv_dim);
+        layer.wv.matmul(h, v);
+        if let Some((bq, bk, bv)) = &layer.qkv_bias {
+            add_bias(q, bq);
+            add_bias(k, bk);
+            add_bias(v, bv);
+        }
+        if let Some((qn, kn)) = &layer.qk_norm {
+            ops::rms_norm_heads(q, qn, c.rms_eps);
+            ops::rms_norm_heads(k, kn, c.rms_eps);
+        }
+        q.par_chunks_exact_mut(q_dim)
+            .zip(k.par_chunks_exact_mut(kv_dim))
+            .zip(rows.par_iter())
+            .for_each(|((q, k), row)| {
+                ops::rope(q, hd, row.pos, &model.inv_freq, c.rope_style);
+                ops::rope(k, hd, row.pos, &model.inv_freq, c.rope_style);
+            });
+        for (i, row) in rows.iter().enumerate() {
+            let slot = cache.slot(row.block_table, row.pos);
+            cache.write(
+                l,
+                slot,
+                &k[i * kv_dim..(i + 1) * kv_dim],
+                &v[i * kv_dim..(i + 1) * kv_dim],
+            );
+        }
+        let attn = sized(&mut s.attn, t * q_dim);
+        let cache_ref: &KvCache = cache;
+        attn.par_chunks_exact_mut(q_dim)
+            .zip(q.par_chunks_exact(q_dim))
+            .zip(rows.par_iter())
+            .for_each_init(Vec::new, |scores, ((out, q), row)| {
+                ops::attend(
+                    cache_ref,
+                    l,
+                    row.block_table,
+                    row.pos,
+                    q,
+                    c.heads,
+                    c.kv_heads,
+                    hd,
+                    scores,
+                    out,
+                );
+            });
+        let proj = sized(&mut s.proj, t * hidden);
+        layer.wo.matmul(attn, proj);
+        add_in_place(&mut s.x, &s.proj);
+
+        let h = sized(&mut s.h, t * hidden);
+        ops::rms_norm(&s.x, &layer.ffn_norm, c.rms_eps, h);
+        let gate = sized(&mut s.gate, t * c.intermediate);
+        layer.w_gate.matmul(h, gate);
+        let up = sized(&mut s.up, t * c.intermediate);
+        layer.w_up.matmul(h, up);
+        ops::silu_mul(gate, up);
+        let proj = sized(&mut s.proj, t * hidden);
+        layer.w_down.matmul(gate, proj);
+        add_in_place(&mut s.x, &s.proj);
+    }
+    let picked = sized(&mut s.h, logit_rows.len() * hidden);
+    for (out, &r) in picked.chunks_exact_mut(hidden).zip(logit_rows) {
+        ops::rms_norm(
+            &s.x[r * hidden..(r + 1) * hidden],
+            &model.final_norm,
+            c.rms_eps,
+            out,
+        );
+    }
+    let mut logits = vec![0.0; logit_rows.len() * c.vocab];
+    model.output().matmul(picked, &mut logits);
+    logits
+}
+
+fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
+    }
+}
+
+fn add_in_place(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}

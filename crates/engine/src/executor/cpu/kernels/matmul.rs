@@ -1,0 +1,211 @@
+//! `out = input × Wᵀ` for a [`QMatrix`] `W`, on rayon's current thread pool.
+//!
+//! The llama.cpp scheme: each input row is quantized once per call (to [`BlockQ8`] for Q4_0,
+//! Q4_1 and Q8_0 weights, to [`BlockQ8K`] for Q4_K and Q6_K; plain `f32` for F32/F16/BF16
+//! weights), then every output is one integer-block dot product of a weight row with an
+//! activation row, scaled in `f32`.
+//!
+//! Work split: tokens are cut into tiles of [`TOKEN_TILE`], output rows into chunks sized for a
+//! few chunks per thread; each task computes one (row chunk × token tile) tile, walking a weight
+//! row once over all the tile's tokens while it is in L1. Decode (one token) writes straight into
+//! `out`; larger tiles are computed row-major per weight row and transposed into `out`.
+
+use rayon::prelude::*;
+
+use super::q8::{BlockQ8, BlockQ8K, quantize_q8, quantize_q8k};
+use super::{DType, QMatrix, scalar};
+
+/// Tokens per tile: activations of a tile (32 tokens × a few KB) stay in L2 while each weight
+/// row of a chunk is read once.
+pub const TOKEN_TILE: usize = 32;
+
+/// The instruction set the kernels use. Only [`Backend::best`] and the checked constructors make
+/// one, so a `Backend` always names an instruction set this CPU has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backend(Isa);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isa {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Backend {
+    /// Portable Rust, on every CPU.
+    pub fn scalar() -> Backend {
+        Backend(Isa::Scalar)
+    }
+
+    /// AVX2 + FMA + F16C, when this CPU has them.
+    pub fn avx2() -> Option<Backend> {
+        #[cfg(target_arch = "x86_64")]
+        if super::avx2::available() {
+            return Some(Backend(Isa::Avx2));
+        }
+        None
+    }
+
+    /// The fastest backend this CPU supports.
+    pub fn best() -> Backend {
+        Backend::avx2().unwrap_or_else(Backend::scalar)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            Isa::Scalar => "scalar",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => "avx2",
+        }
+    }
+}
+
+/// A dot product of one weight row with one activation row.
+///
+/// # Safety
+/// The backend that chose the function must be available (guaranteed by [`Backend`]); `row` is a
+/// whole row and `act` the matching activations (guaranteed by the driver).
+type DotFn<A> = unsafe fn(&[u8], &[A]) -> f32;
+
+/// The kernel for a weight type, by the activation format it needs.
+enum Kernel {
+    Q8(DotFn<BlockQ8>),
+    Q8K(DotFn<BlockQ8K>),
+    F32(DotFn<f32>),
+}
+
+fn kernel(dtype: DType, backend: Backend) -> Kernel {
+    match backend.0 {
+        Isa::Scalar => match dtype {
+            DType::F32 => Kernel::F32(scalar::dot_f32),
+            DType::F16 => Kernel::F32(scalar::dot_f16),
+            DType::BF16 => Kernel::F32(scalar::dot_bf16),
+            DType::Q4_0 => Kernel::Q8(scalar::dot_q4_0),
+            DType::Q4_1 => Kernel::Q8(scalar::dot_q4_1),
+            DType::Q8_0 => Kernel::Q8(scalar::dot_q8_0),
+            DType::Q4_K => Kernel::Q8K(scalar::dot_q4_k),
+            DType::Q6_K => Kernel::Q8K(scalar::dot_q6_k),
+        },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            use super::avx2;
+            match dtype {
+                DType::F32 => Kernel::F32(avx2::dot_f32),
+                DType::F16 => Kernel::F32(avx2::dot_f16),
+                DType::BF16 => Kernel::F32(avx2::dot_bf16),
+                DType::Q4_0 => Kernel::Q8(avx2::dot_q4_0),
+                DType::Q4_1 => Kernel::Q8(avx2::dot_q4_1),
+                DType::Q8_0 => Kernel::Q8(avx2::dot_q8_0),
+                DType::Q4_K => Kernel::Q8K(avx2::dot_q4_k),
+                DType::Q6_K => Kernel::Q8K(avx2::dot_q6_k),
+            }
+        }
+    }
+}
+
+/// Quantizes `input` (`T × cols`) row by row into `T × (cols / block)` blocks.
+fn quantize_rows<B: Default + Clone + Send>(
+    input: &[f32],
+    cols: usize,
+    block: usize,
+    quantize: fn(&[f32], &mut [B]),
+) -> Vec<B> {
+    let per_row = cols / block;
+    let mut out = vec![B::default(); input.len() / block];
+    if input.len() > cols {
+        out.par_chunks_mut(per_row)
+            .zip(input.par_chunks(cols))
+            .for_each(|(o, x)| quantize(x, o));
+    } else {
+        quantize(input, &mut out);
+    }
+    out
+}
+
+impl QMatrix {
+    /// `out[t][r] = sum_c input[t][c] * W[r][c]`: `input` is `T × cols` and `out` `T × rows`,
+    /// both row-major. Uses [`Backend::best`] and rayon's current pool.
+    ///
+    /// Quantized weights see the input quantized to 8 bits per 32 or 256 elements (see the
+    /// module docs), so results differ from an exact product by about
+    /// `sum_blocks max|x| / 254 * sum|w|` at most.
+    ///
+    /// # Panics
+    /// If `input.len()` is not a multiple of `cols` or `out.len()` is not `T * rows`.
+    pub fn matmul(&self, input: &[f32], out: &mut [f32]) {
+        self.matmul_with(Backend::best(), input, out);
+    }
+
+    /// [`matmul`](Self::matmul) on a chosen backend (to compare backends).
+    pub fn matmul_with(&self, backend: Backend, input: &[f32], out: &mut [f32]) {
+        let (rows, cols) = (self.rows(), self.cols());
+        assert!(
+            input.len() % cols == 0,
+            "matmul input of {} floats is not a whole number of rows of {cols}",
+            input.len()
+        );
+        let tokens = input.len() / cols;
+        assert_eq!(
+            out.len(),
+            tokens * rows,
+            "matmul output must be {tokens} x {rows}"
+        );
+        if tokens == 0 {
+            return;
+        }
+        match kernel(self.dtype(), backend) {
+            Kernel::Q8(dot) => {
+                let act = quantize_rows(input, cols, 32, quantize_q8);
+                self.drive(&act, cols / 32, dot, out);
+            }
+            Kernel::Q8K(dot) => {
+                let act = quantize_rows(input, cols, 256, quantize_q8k);
+                self.drive(&act, cols / 256, dot, out);
+            }
+            Kernel::F32(dot) => self.drive(input, cols, dot, out),
+        }
+    }
+
+    /// Runs `dot` over all (row, token) pairs; `act` holds `per_token` items per token.
+    fn drive<A: Sync>(&self, act: &[A], per_token: usize, dot: DotFn<A>, out: &mut [f32]) {
+        let rows = self.rows();
+        let threads = rayon::current_num_threads().max(1);
+        let tokens = act.len() / per_token;
+        // SAFETY (both calls below): `kernel` picked `dot` for this matrix's type on a `Backend`,
+        // which exists only if its instruction set is available; rows come from `row_data` and
+        // activations are whole token rows of `per_token` items, matching the row's length.
+        if tokens == 1 {
+            let chunk = rows.div_ceil(threads * 8).max(16);
+            out.par_chunks_mut(chunk).enumerate().for_each(|(c, out)| {
+                for (k, o) in out.iter_mut().enumerate() {
+                    *o = unsafe { dot(self.row_data(c * chunk + k), act) };
+                }
+            });
+            return;
+        }
+        let tiles = tokens.div_ceil(TOKEN_TILE);
+        let chunk = rows.div_ceil((threads * 4).div_ceil(tiles)).clamp(4, 64);
+        out.par_chunks_mut(TOKEN_TILE * rows)
+            .zip(act.par_chunks(TOKEN_TILE * per_token))
+            .for_each(|(out, act)| {
+                let tile = out.len() / rows;
+                // tmp[r][t]: each task writes whole weight rows' results.
+                let mut tmp = vec![0f32; rows * tile];
+                tmp.par_chunks_mut(chunk * tile)
+                    .enumerate()
+                    .for_each(|(c, res)| {
+                        for (k, res) in res.chunks_exact_mut(tile).enumerate() {
+                            let w = self.row_data(c * chunk + k);
+                            for (o, a) in res.iter_mut().zip(act.chunks_exact(per_token)) {
+                                *o = unsafe { dot(w, a) };
+                            }
+                        }
+                    });
+                for (t, out) in out.chunks_exact_mut(rows).enumerate() {
+                    for (r, o) in out.iter_mut().enumerate() {
+                        *o = tmp[r * tile + t];
+                    }
+                }
+            });
+    }
+}

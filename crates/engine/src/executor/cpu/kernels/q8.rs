@@ -1,0 +1,132 @@
+//! Quantization of activations (the `f32` input of a matmul) to 8-bit blocks, done once per input
+//! row so that the weight dot products run on integers, as llama.cpp does.
+//!
+//! Invariants:
+//! - Quantized values are symmetric in `-127..=127` (never `-128`): `d = max|x| / 127`,
+//!   `q = round(x / d)`. The AVX2 kernels rely on this (`_mm256_sign_epi8` of `-128` overflows,
+//!   and `maddubs` pair sums stay below `i16::MAX`).
+//! - An all-zero block has `d = 0` and all `q = 0`.
+//! - [`BlockQ8::s`] is `d * sum(q)` (the term Q4_1's offset `m` multiplies) and
+//!   [`BlockQ8K::bsums`] are the sums of `q` over each 16 elements (for Q4_K's mins and Q6_K's
+//!   `-32` offset), both computed from the stored `q`, so the integer identities are exact.
+
+use super::blocks::{QK, QK_K};
+
+/// 32 activations: `x[i] ≈ d * qs[i]`. Used against Q4_0, Q4_1 and Q8_0 weights.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ8 {
+    pub d: f32,
+    /// `d * sum(qs)`.
+    pub s: f32,
+    pub qs: [i8; QK],
+}
+
+/// 256 activations: `x[i] ≈ d * qs[i]`. Used against Q4_K and Q6_K weights.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ8K {
+    pub d: f32,
+    pub qs: [i8; QK_K],
+    /// `bsums[g] = sum(qs[16g..16g + 16])`.
+    pub bsums: [i16; QK_K / 16],
+}
+
+impl Default for BlockQ8 {
+    fn default() -> Self {
+        BlockQ8 {
+            d: 0.0,
+            s: 0.0,
+            qs: [0; QK],
+        }
+    }
+}
+
+impl Default for BlockQ8K {
+    fn default() -> Self {
+        BlockQ8K {
+            d: 0.0,
+            qs: [0; QK_K],
+            bsums: [0; QK_K / 16],
+        }
+    }
+}
+
+/// `(d, 1 / d)` for a block whose largest magnitude is `amax`.
+#[inline]
+fn scale(x: &[f32]) -> (f32, f32) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    (d, if d == 0.0 { 0.0 } else { 1.0 / d })
+}
+
+#[inline]
+fn quantize(x: &[f32], id: f32, qs: &mut [i8]) {
+    for (q, &v) in qs.iter_mut().zip(x) {
+        // |v * id| <= 127 up to rounding; the clamp keeps NaN/rounding excursions in range.
+        *q = (v * id).round().clamp(-127.0, 127.0) as i8;
+    }
+}
+
+/// Quantizes `x` (a multiple of 32 long) into `out` (`x.len() / 32` blocks).
+pub fn quantize_q8(x: &[f32], out: &mut [BlockQ8]) {
+    debug_assert_eq!(x.len(), out.len() * QK);
+    for (b, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let (d, id) = scale(x);
+        quantize(x, id, &mut b.qs);
+        b.d = d;
+        b.s = d * b.qs.iter().map(|&q| q as i32).sum::<i32>() as f32;
+    }
+}
+
+/// Quantizes `x` (a multiple of 256 long) into `out` (`x.len() / 256` blocks).
+pub fn quantize_q8k(x: &[f32], out: &mut [BlockQ8K]) {
+    debug_assert_eq!(x.len(), out.len() * QK_K);
+    for (b, x) in out.iter_mut().zip(x.chunks_exact(QK_K)) {
+        let (d, id) = scale(x);
+        quantize(x, id, &mut b.qs);
+        b.d = d;
+        for (s, q) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+            *s = q.iter().map(|&q| q as i16).sum();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q8_round_trip_is_within_half_a_step() {
+        let x: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.173)
+            .collect();
+        let mut b = vec![BlockQ8::default(); 2];
+        quantize_q8(&x, &mut b);
+        for (blk, x) in b.iter().zip(x.chunks_exact(32)) {
+            assert!(blk.qs.iter().all(|&q| q >= -127));
+            for (&q, &v) in blk.qs.iter().zip(x) {
+                assert!((q as f32 * blk.d - v).abs() <= blk.d * 0.5 + 1e-6);
+            }
+            let sum: i32 = blk.qs.iter().map(|&q| q as i32).sum();
+            assert_eq!(blk.s, blk.d * sum as f32);
+        }
+    }
+
+    #[test]
+    fn q8k_block_sums_and_zero_blocks() {
+        let mut x = vec![0f32; 512];
+        for (i, v) in x[256..].iter_mut().enumerate() {
+            *v = (i as f32 * 0.37).sin();
+        }
+        let mut b = vec![BlockQ8K::default(); 2];
+        quantize_q8k(&x, &mut b);
+        assert_eq!(b[0].d, 0.0);
+        assert!(b[0].qs.iter().all(|&q| q == 0));
+        for g in 0..16 {
+            let s: i16 = b[1].qs[16 * g..16 * g + 16].iter().map(|&q| q as i16).sum();
+            assert_eq!(b[1].bsums[g], s);
+        }
+        assert!(b[1].qs.iter().any(|&q| q.abs() == 127));
+    }
+}

@@ -1,0 +1,17 @@
+//! The native CPU executor: Llama-family models (GGUF or HF safetensors) run through the engine
+//! core's paged KV cache, with quantized weights kept quantized.
+//!
+//! `config` reads the model's shape, `model` loads its weights, `kernels` multiplies them,
+//! `ops` holds norms, RoPE and attention, `kv_cache` the paged KV memory, `forward` one batched
+//! pass, and `executor` plugs it into the engine.
+
+pub mod config;
+pub mod executor;
+mod forward;
+pub mod kernels;
+pub mod kv_cache;
+pub mod model;
+mod ops;
+
+pub use executor::CpuExecutor;
+pub use model::Model;

@@ -1,0 +1,330 @@
+//! The CPU executor's quantized kernels against independent references:
+//! - dequantization of every type against `gguf.quants` (fixtures from
+//!   `scripts/reference/gguf_quants.py`), bit for bit;
+//! - matmul of every type, on every backend this CPU has, against the dequantized matrix times the
+//!   input in `f64`, within the error bound of the 8-bit activation quantization;
+//! - the same on real tensors of the SmolLM2 GGUF, for each tensor type it contains;
+//! - `kernel_speed` (ignored): decode and prefill speed of SmolLM2's MLP shapes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use half::{bf16, f16};
+use turbine_engine::executor::cpu::kernels::{Backend, DType, QMatrix, dequantize_row};
+use turbine_engine::rng::Rng;
+use turbine_tokens::gguf::GgufFile;
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("TURBINE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/turbine")))
+        .expect("neither TURBINE_CACHE nor HOME is set")
+}
+
+fn smollm2() -> Arc<GgufFile> {
+    let path = cache_dir().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.exists(),
+        "missing fixture {}: run `scripts/fixtures.sh` first",
+        path.display()
+    );
+    Arc::new(GgufFile::open(&path).expect("open the SmolLM2 GGUF"))
+}
+
+fn backends() -> Vec<Backend> {
+    let mut all = vec![Backend::scalar()];
+    all.extend(Backend::avx2());
+    all
+}
+
+fn from_hex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex byte"))
+        .collect()
+}
+
+#[test]
+fn dequantize_matches_gguf_reference() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/quants");
+    for dtype in DType::ALL {
+        let path = dir.join(format!("{}.json", dtype.name().to_lowercase()));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (regenerate with scripts/reference/gguf_quants.py)",
+                path.display()
+            )
+        });
+        let fixture: serde_json::Value = serde_json::from_str(&text).expect("fixture JSON");
+        assert_eq!(fixture["ggml_type"], dtype.ggml_id());
+        let bytes = from_hex(fixture["hex"].as_str().expect("hex"));
+        let expected: Vec<f32> = fixture["values"]
+            .as_array()
+            .expect("values")
+            .iter()
+            .map(|v| v.as_f64().expect("number") as f32)
+            .collect();
+
+        let mut out = vec![f32::NAN; expected.len()];
+        dequantize_row(dtype, &bytes, &mut out).expect("dequantize");
+        for (i, (&got, &want)) in out.iter().zip(&expected).enumerate() {
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "{dtype} element {i}: {got} != {want}"
+            );
+        }
+        // The same bytes as a one-row matrix, through the embedding lookup.
+        let m = QMatrix::from_bytes(dtype, 1, expected.len(), bytes).expect("matrix");
+        let mut row = vec![0f32; expected.len()];
+        m.row(0, &mut row).expect("row");
+        assert_eq!(row, out, "{dtype}: QMatrix::row");
+    }
+}
+
+/// Random but valid GGML bytes: random quants, finite scales of realistic size.
+fn random_matrix(dtype: DType, rows: usize, cols: usize, rng: &mut Rng) -> QMatrix {
+    let n = rows * cols;
+    let normal = |rng: &mut Rng| (0..4).map(|_| rng.next_f32()).sum::<f32>() - 2.0;
+    match dtype {
+        DType::F32 => {
+            let v: Vec<f32> = (0..n).map(|_| normal(rng)).collect();
+            return QMatrix::from_f32(rows, cols, &v).expect("f32 matrix");
+        }
+        DType::F16 => {
+            let v: Vec<f16> = (0..n).map(|_| f16::from_f32(normal(rng))).collect();
+            return QMatrix::from_f16(rows, cols, &v).expect("f16 matrix");
+        }
+        DType::BF16 => {
+            let v: Vec<bf16> = (0..n).map(|_| bf16::from_f32(normal(rng))).collect();
+            return QMatrix::from_bf16(rows, cols, &v).expect("bf16 matrix");
+        }
+        _ => {}
+    }
+    let scale_fields: &[usize] = match dtype {
+        DType::Q4_0 | DType::Q8_0 => &[0],
+        DType::Q4_1 | DType::Q4_K => &[0, 2],
+        DType::Q6_K => &[208],
+        _ => unreachable!(),
+    };
+    let block_bytes = dtype.block_bytes();
+    let mut bytes: Vec<u8> = (0..n / dtype.block_size() * block_bytes)
+        .map(|_| rng.next_u64() as u8)
+        .collect();
+    for block in bytes.chunks_exact_mut(block_bytes) {
+        for &at in scale_fields {
+            let v = (0.002 + 0.03 * rng.next_f32()) * if rng.next_f32() < 0.2 { -1.0 } else { 1.0 };
+            block[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+        }
+    }
+    QMatrix::from_bytes(dtype, rows, cols, bytes).expect("quantized matrix")
+}
+
+/// Inputs with varied scales per row: normal values, one row with outliers, one all-zero row.
+fn random_input(tokens: usize, cols: usize, rng: &mut Rng) -> Vec<f32> {
+    let mut x: Vec<f32> = (0..tokens * cols)
+        .map(|_| (0..4).map(|_| rng.next_f32()).sum::<f32>() - 2.0)
+        .collect();
+    if tokens > 1 {
+        x[cols..2 * cols]
+            .iter_mut()
+            .step_by(37)
+            .for_each(|v| *v *= 50.0);
+    }
+    if tokens > 2 {
+        x[2 * cols..3 * cols].fill(0.0);
+    }
+    x
+}
+
+/// Checks `out` against `input × Wᵀ` computed in `f64` from the dequantized weights.
+///
+/// The bound is rigorous: the activations are quantized per block of `act_block` elements with
+/// step `d = max|x| / 127`, so each differs from its input by at most `d / 2`, and the dot
+/// product by at most `sum_blocks max|x| / 254 * sum|w|` (zero for F32/F16/BF16 weights, which
+/// see the `f32` input); `f32` accumulation adds at most `cols * 2^-23 * sum|w x|`. Returns the
+/// largest error relative to `|w| |x|` (the row-norm product), for the report.
+fn check_against_reference(w: &QMatrix, input: &[f32], out: &[f32], what: &str) -> f64 {
+    let (rows, cols) = (w.rows(), w.cols());
+    let act_block = match w.dtype() {
+        DType::Q4_0 | DType::Q4_1 | DType::Q8_0 => Some(32),
+        DType::Q4_K | DType::Q6_K => Some(256),
+        DType::F32 | DType::F16 | DType::BF16 => None,
+    };
+    let wf = w.to_f32();
+    let mut worst = 0f64;
+    for (t, x) in input.chunks_exact(cols).enumerate() {
+        for (r, wr) in wf.chunks_exact(cols).enumerate() {
+            let exact: f64 = wr.iter().zip(x).map(|(&a, &b)| a as f64 * b as f64).sum();
+            let abs: f64 = wr
+                .iter()
+                .zip(x)
+                .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                .sum();
+            let quant: f64 = act_block.map_or(0.0, |n| {
+                wr.chunks_exact(n)
+                    .zip(x.chunks_exact(n))
+                    .map(|(wb, xb)| {
+                        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+                        amax / 254.0 * wb.iter().map(|v| v.abs() as f64).sum::<f64>()
+                    })
+                    .sum()
+            });
+            let bound = quant * (1.0 + 1e-5) + cols as f64 * 2f64.powi(-23) * (abs + quant) + 1e-6;
+            let got = out[t * rows + r] as f64;
+            let err = (got - exact).abs();
+            assert!(
+                err <= bound,
+                "{what}: token {t} row {r}: got {got}, exact {exact}, error {err} > bound {bound}"
+            );
+            let norms = wr.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt()
+                * x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+            if norms > 0.0 {
+                worst = worst.max(err / norms);
+            }
+        }
+    }
+    worst
+}
+
+#[test]
+fn matmul_matches_dequantized_reference() {
+    let mut rng = Rng::new(7);
+    let (rows, cols) = (67, 512);
+    for dtype in DType::ALL {
+        let w = random_matrix(dtype, rows, cols, &mut rng);
+        for tokens in [1, 3, 40] {
+            let input = random_input(tokens, cols, &mut rng);
+            let mut results = Vec::new();
+            for backend in backends() {
+                let mut out = vec![f32::NAN; tokens * rows];
+                w.matmul_with(backend, &input, &mut out);
+                let what = format!("{dtype} T={tokens} {}", backend.name());
+                let rel = check_against_reference(&w, &input, &out, &what);
+                assert!(rel < 2e-2, "{what}: error {rel} of |w||x|");
+                results.push((backend, out));
+            }
+            // Backends agree far more closely than either does with the exact product: the
+            // integer block sums are identical, only the f32 accumulation order differs.
+            let (_, first) = &results[0];
+            for (backend, out) in &results[1..] {
+                for (i, (&a, &b)) in first.iter().zip(out).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
+                        "{dtype} T={tokens}: scalar {a} vs {} {b} at {i}",
+                        backend.name()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_default_backend_and_pool_sizes() {
+    let mut rng = Rng::new(11);
+    let w = random_matrix(DType::Q4_1, 100, 64, &mut rng);
+    let input = random_input(70, 64, &mut rng);
+    let mut want = vec![0f32; 70 * 100];
+    w.matmul_with(Backend::best(), &input, &mut want);
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        let mut out = vec![0f32; 70 * 100];
+        pool.install(|| w.matmul(&input, &mut out));
+        assert_eq!(out, want, "{threads} threads");
+    }
+    // No tokens: nothing to do.
+    w.matmul(&[], &mut []);
+}
+
+#[test]
+fn smollm2_real_tensors() {
+    let file = smollm2();
+    let mut rng = Rng::new(3);
+    let mut seen = Vec::new();
+    for info in file.tensors() {
+        // Every tensor of the default model must be usable by the kernels.
+        let m = QMatrix::from_gguf(&file, info).unwrap_or_else(|e| panic!("{e}"));
+        if seen.contains(&m.dtype()) {
+            continue;
+        }
+        seen.push(m.dtype());
+        let m = m.slice_rows(0, m.rows().min(256)).expect("slice");
+        let input = random_input(3, m.cols(), &mut rng);
+        for backend in backends() {
+            let mut out = vec![0f32; 3 * m.rows()];
+            m.matmul_with(backend, &input, &mut out);
+            let what = format!("{} ({}) on {}", info.name, m.dtype(), backend.name());
+            let rel = check_against_reference(&m, &input, &out, &what);
+            eprintln!("{what}: max error {rel:.2e} of |w||x|");
+        }
+    }
+    seen.sort_by_key(|t| t.ggml_id());
+    eprintln!("SmolLM2 tensor types: {seen:?}");
+    assert!(seen.contains(&DType::Q4_1), "{seen:?}");
+}
+
+fn median_secs(iters: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..iters)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// `cargo test --release -p turbine-engine --test quant_kernels -- --ignored --nocapture kernel_speed`
+#[test]
+#[ignore = "benchmark: run in release with --ignored --nocapture"]
+fn kernel_speed() {
+    let file = smollm2();
+    let threads = 2;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool");
+    let mut rng = Rng::new(5);
+    println!("threads: {threads}; median of many calls; weight GB/s = weight bytes / time");
+    println!(
+        "{:<24} {:>6} {:<7} {:>4} {:>10} {:>9} {:>9}",
+        "matrix", "type", "backend", "T", "time", "GB/s", "GFLOP/s"
+    );
+    for name in ["blk.0.ffn_down.weight", "blk.0.ffn_gate.weight"] {
+        let info = file.tensor(name).expect("tensor");
+        let q = QMatrix::from_gguf(&file, info).expect("matrix");
+        let f = QMatrix::from_f32(q.rows(), q.cols(), &q.to_f32()).expect("f32 copy");
+        for m in [&q, &f] {
+            let (rows, cols) = (m.rows(), m.cols());
+            for tokens in [1usize, 128] {
+                let input = random_input(tokens, cols, &mut rng);
+                let mut out = vec![0f32; tokens * rows];
+                for backend in backends() {
+                    let iters = if tokens == 1 { 2000 } else { 40 };
+                    let secs = pool.install(|| {
+                        median_secs(iters, || m.matmul_with(backend, &input, &mut out))
+                    });
+                    let bytes = m.bytes().len() as f64;
+                    let flops = 2.0 * (rows * cols * tokens) as f64;
+                    println!(
+                        "{:<24} {:>6} {:<7} {:>4} {:>8.1}us {:>9.2} {:>9.2}",
+                        format!("{rows}x{cols} ({name})"),
+                        m.dtype().name(),
+                        backend.name(),
+                        tokens,
+                        secs * 1e6,
+                        bytes / secs / 1e9,
+                        flops / secs / 1e9,
+                    );
+                }
+            }
+        }
+    }
+}
