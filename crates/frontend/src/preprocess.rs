@@ -13,6 +13,9 @@ use turbine_protocols::openai::{
 use turbine_protocols::{SamplingOptions, StopConditions};
 use turbine_tokens::ChatTemplateInput;
 
+/// Most prompts one completion request may carry (each becomes an engine request).
+const MAX_PROMPTS: usize = 256;
+
 /// Most stop strings one request may carry.
 const MAX_STOP_STRINGS: usize = 16;
 
@@ -79,7 +82,7 @@ pub fn generation_params(
         include_usage: common
             .stream_options
             .as_ref()
-            .is_some_and(|o| o.include_usage),
+            .is_some_and(|o| o.include_usage == Some(true)),
         priority: common.priority.unwrap_or(0),
     })
 }
@@ -223,6 +226,15 @@ pub fn completion_prompts(
         return Err(ApiError::invalid_param(
             "prompt",
             "prompt must not be empty.",
+        ));
+    }
+    if inputs.len() > MAX_PROMPTS {
+        return Err(ApiError::invalid_param(
+            "prompt",
+            format!(
+                "At most {MAX_PROMPTS} prompts are allowed in one request; got {}.",
+                inputs.len()
+            ),
         ));
     }
     let vocab = entry.tokenizer.vocab_size() as u32;

@@ -53,8 +53,7 @@ impl StopField {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct StreamOptions {
-    #[serde(default)]
-    pub include_usage: bool,
+    pub include_usage: Option<bool>,
 }
 
 /// `POST /v1/chat/completions`.
@@ -310,6 +309,8 @@ pub struct ErrorBody {
 /// variant ...`). Fields of the flattened [`CommonRequest`] are located by a second, diagnostic
 /// pass, because serde loses the path at a `flatten` boundary.
 pub fn parse_request<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    // Some clients prefix JSON with a UTF-8 byte-order mark; JSON parsers may ignore it.
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let de = &mut serde_json::Deserializer::from_slice(body);
     match serde_path_to_error::deserialize::<_, T>(de) {
         Ok(v) => Ok(v),

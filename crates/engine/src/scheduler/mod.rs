@@ -21,6 +21,28 @@ pub use sequence::{SeqId, Sequence, Status};
 use crate::config::EngineConfig;
 use crate::kv::BlockManager;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Sequence ids come from a counter, never from input, so a multiplicative hash spreads them
+/// well and costs a fraction of SipHash.
+#[derive(Default, Clone, Copy)]
+struct SeqIdHasher(u64);
+
+impl Hasher for SeqIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
 
 /// Prefix-cache seed: no LoRA adapters or cache salts yet.
 pub const HASH_SEED: u64 = 0;
@@ -51,7 +73,7 @@ impl ScheduleOutput {
 pub struct Scheduler {
     config: EngineConfig,
     pub blocks: BlockManager,
-    seqs: HashMap<SeqId, Sequence>,
+    seqs: HashMap<SeqId, Sequence, BuildHasherDefault<SeqIdHasher>>,
     waiting: BTreeSet<((i32, u64), SeqId)>,
     /// Sorted by order key.
     running: Vec<SeqId>,
@@ -66,7 +88,7 @@ impl Scheduler {
         Self {
             config,
             blocks,
-            seqs: HashMap::new(),
+            seqs: HashMap::default(),
             waiting: BTreeSet::new(),
             running: Vec::new(),
             prefix_queried_tokens: 0,

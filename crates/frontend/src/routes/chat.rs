@@ -14,7 +14,7 @@ pub async fn chat_completions(
     RequestBody(body): RequestBody,
 ) -> Response {
     let endpoint = Endpoint::Chat;
-    let request: ChatCompletionRequest = match AppState::parse(&body) {
+    let request: ChatCompletionRequest = match AppState::parse(body.clone()).await {
         Ok(request) => request,
         Err(error) => return state.finish(Err(error), "", endpoint),
     };

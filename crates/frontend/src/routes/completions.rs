@@ -14,7 +14,7 @@ pub async fn completions(
     RequestBody(body): RequestBody,
 ) -> Response {
     let endpoint = Endpoint::Completions;
-    let request: CompletionRequest = match AppState::parse(&body) {
+    let request: CompletionRequest = match AppState::parse(body.clone()).await {
         Ok(request) => request,
         Err(error) => return state.finish(Err(error), "", endpoint),
     };

@@ -19,10 +19,7 @@ use std::sync::Arc;
 use turbine_protocols::PreprocessedRequest;
 use turbine_protocols::openai::{OpenAiFinishReason, Usage};
 
-/// Request bodies up to this size are templated and tokenized in place: that takes tens of
-/// microseconds, less than a hand-off to the blocking pool. Larger ones go to the blocking pool so
-/// a huge prompt never stalls the I/O threads.
-const INLINE_PREPROCESS_BYTES: usize = 8 << 10;
+use crate::server::INLINE_PREPROCESS_BYTES;
 
 /// Runs `tokenize` (on the blocking pool unless the body is small) and serves the prompts it
 /// returns.
