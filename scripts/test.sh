@@ -10,4 +10,4 @@ scripts/deps.sh test
 scripts/fixtures.sh all
 cargo test --workspace --all-targets "$@"
 cargo build -p turbine
-python3 scripts/checks/openai_sdk.py "$CARGO_TARGET_DIR/debug/turbine"
+python3 scripts/checks/openai_sdk.py "$CARGO_TARGET_DIR/debug/turbine" --engine echo

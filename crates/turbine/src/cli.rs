@@ -39,7 +39,7 @@ pub struct ServeArgs {
     /// The name clients use in `model`. Default: the model file's name up to its first dot.
     #[arg(long, env = "TURBINE_MODEL_NAME")]
     pub model_name: Option<String>,
-    #[arg(long, value_enum, default_value = "echo", env = "TURBINE_ENGINE")]
+    #[arg(long, value_enum, default_value = "cpu", env = "TURBINE_ENGINE")]
     pub engine: EngineKind,
     /// Number of workers in this process.
     #[arg(long, default_value_t = 1, env = "TURBINE_WORKERS")]

@@ -20,10 +20,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// `turbine serve --port 0 <args>` with the default model; waits until it serves.
+    /// `turbine serve --port 0 <args>` with the default model (and the echo engine unless `args`
+    /// names one); waits until it serves.
     pub fn start(args: &[&str]) -> Server {
+        let engine: &[&str] = if args.contains(&"--engine") {
+            &[]
+        } else {
+            &["--engine", "echo"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_turbine"))
             .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+            .args(engine)
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
