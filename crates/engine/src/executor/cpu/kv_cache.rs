@@ -58,10 +58,23 @@ impl KvCache {
         self.v[range].copy_from_slice(v);
     }
 
-    /// K and V of every KV head at `slot` in `layer`.
-    #[inline]
-    pub fn read(&self, layer: usize, slot: usize) -> (&[f32], &[f32]) {
-        let range = self.range(layer, slot);
-        (&self.k[range.clone()], &self.v[range])
+    /// K and V of positions `0..len` of a sequence, one block's slots at a time, in order.
+    pub fn blocks<'a>(
+        &'a self,
+        layer: usize,
+        block_table: &'a [u32],
+        len: usize,
+    ) -> impl Iterator<Item = (&'a [f32], &'a [f32])> + 'a {
+        let bs = self.block_size;
+        block_table
+            .iter()
+            .take(len.div_ceil(bs))
+            .enumerate()
+            .map(move |(i, &block)| {
+                let filled = (len - i * bs).min(bs);
+                let start = (layer * self.slots_per_layer + block as usize * bs) * self.width;
+                let range = start..start + filled * self.width;
+                (&self.k[range.clone()], &self.v[range])
+            })
     }
 }

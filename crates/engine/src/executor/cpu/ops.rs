@@ -52,7 +52,8 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
 }
 
 /// Causal attention of one token (all its query heads) over positions `0..=pos` of its sequence,
-/// reading K and V from the paged cache. `out` gets `heads × head_dim` values.
+/// reading K and V from the paged cache block by block. The heads that share a KV head are done
+/// together, so each K and V row is read once per token. `out` gets `heads × head_dim` values.
 #[allow(clippy::too_many_arguments)]
 pub fn attend(
     cache: &KvCache,
@@ -67,33 +68,82 @@ pub fn attend(
     out: &mut [f32],
 ) {
     let group = heads / kv_heads;
+    let len = pos + 1;
     let scale = 1.0 / (head_dim as f32).sqrt();
+    let width = kv_heads * head_dim;
     out.fill(0.0);
-    for h in 0..heads {
-        let g = h / group;
-        let qh = &q[h * head_dim..(h + 1) * head_dim];
-        scores.clear();
-        let mut max = f32::NEG_INFINITY;
-        for p in 0..=pos {
-            let (k, _) = cache.read(layer, cache.slot(block_table, p));
-            let kh = &k[g * head_dim..(g + 1) * head_dim];
-            let s = qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f32>() * scale;
-            max = max.max(s);
-            scores.push(s);
-        }
-        let mut sum = 0.0;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        let oh = &mut out[h * head_dim..(h + 1) * head_dim];
-        for (p, s) in scores.iter().enumerate() {
-            let (_, v) = cache.read(layer, cache.slot(block_table, p));
-            let vh = &v[g * head_dim..(g + 1) * head_dim];
-            let w = s / sum;
-            for (o, x) in oh.iter_mut().zip(vh) {
-                *o += w * x;
+    // scores[h_in_group * len + p]
+    scores.clear();
+    scores.resize(group * len, 0.0);
+    for g in 0..kv_heads {
+        let kv = g * head_dim..(g + 1) * head_dim;
+        let mut p = 0;
+        for (keys, _) in cache.blocks(layer, block_table, len) {
+            for k_row in keys.chunks_exact(width) {
+                let k = &k_row[kv.clone()];
+                for j in 0..group {
+                    let h = g * group + j;
+                    scores[j * len + p] = dot(&q[h * head_dim..(h + 1) * head_dim], k) * scale;
+                }
+                p += 1;
             }
         }
+        for j in 0..group {
+            softmax(&mut scores[j * len..(j + 1) * len]);
+        }
+        let mut p = 0;
+        for (_, values) in cache.blocks(layer, block_table, len) {
+            for v_row in values.chunks_exact(width) {
+                let v = &v_row[kv.clone()];
+                for j in 0..group {
+                    let h = g * group + j;
+                    axpy(
+                        scores[j * len + p],
+                        v,
+                        &mut out[h * head_dim..(h + 1) * head_dim],
+                    );
+                }
+                p += 1;
+            }
+        }
+    }
+}
+
+/// Dot product written in 8 independent lanes so the compiler vectorizes it.
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a8.zip(b8) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+#[inline]
+fn axpy(w: f32, x: &[f32], out: &mut [f32]) {
+    for (o, v) in out.iter_mut().zip(x) {
+        *o += w * v;
+    }
+}
+
+fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
     }
 }
