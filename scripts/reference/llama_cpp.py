@@ -20,13 +20,16 @@ script fails if the two runs differ, so the fixture is deterministic on a given 
 
 Fixture keys: generator, model {file, sha256, add_bos}, llama_cpp_python, llama_cpp (vendored commit),
 ggml_version, system_info, settings, teacher_forced {text, tokens, top1, top1_logit, top1_margin, top5},
-greedy [{name, chat, prompt, prompt_tokens, output_tokens, output_text, stopped_at_eog}].
+greedy [{name, chat, prompt, prompt_tokens, output_tokens, output_margins (top-1 minus top-2 logit at
+each step), output_text, stopped_at_eog}].
 Logits are rounded to 4 decimals.
 
 Setup: llama-cpp-python==LLAMA_CPP_PYTHON (below) is installed into $TURBINE_CACHE/venv
 (default ~/.cache/turbine/venv) if missing. PyPI ships it only as source, so this compiles llama.cpp:
 10-20 minutes on 2 cores, logged to $TURBINE_CACHE/llama-cpp-python-build.log. CMAKE_ARGS defaults to
-"-DGGML_NATIVE=ON" (tuned to this CPU).
+"-DGGML_NATIVE=ON" (tuned to this CPU; --no-cache-dir so that pip does not reuse a wheel it built
+earlier with other flags). `python -c "import llama_cpp; print(llama_cpp.llama_print_system_info())"`
+shows AVX512 = 1 on an AVX-512 machine for a native build.
 
 Usage: scripts/fixtures.sh model && python3 scripts/reference/llama_cpp.py [--model GGUF] [--out JSON]
   --out defaults to crates/engine/tests/fixtures/reference/smollm2_llama_cpp.json
@@ -116,7 +119,7 @@ def ensure_venv():
         )
         with open(log, "w") as f:
             subprocess.run(
-                [sys.executable, "-m", "pip", "install", "-v", "numpy", f"llama-cpp-python=={LLAMA_CPP_PYTHON}"],
+                [sys.executable, "-m", "pip", "install", "-v", "--no-cache-dir", "numpy", f"llama-cpp-python=={LLAMA_CPP_PYTHON}"],
                 env=env, stdout=f, stderr=subprocess.STDOUT, check=True,
             )
         os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
@@ -180,18 +183,20 @@ def greedy(llm, prompt_tokens, n):
 
     llm.reset()
     llm.eval(prompt_tokens)
-    out = []
+    out, margins = [], []
     stopped = False
     for _ in range(n):
         logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
         tok = int(np.argmax(logits))
+        second = np.partition(logits, -2)[-2]
         out.append(tok)
+        margins.append(round(float(logits[tok] - second), 4))
         if llama_cpp.llama_vocab_is_eog(llm._model.vocab, tok):
             stopped = True
             break
         if len(out) < n:
             llm.eval([tok])
-    return out, stopped
+    return out, margins, stopped
 
 
 def compact_json(obj, indent=0):
@@ -233,14 +238,14 @@ def main():
     cases = []
     for name, chat, prompt in PROMPTS:
         ptoks = tokenize(llm, prompt, special=chat)
-        out, stopped = greedy(llm, ptoks, GREEDY_TOKENS)
+        out, margins, stopped = greedy(llm, ptoks, GREEDY_TOKENS)
         again = greedy(open_model(model), ptoks, GREEDY_TOKENS)
-        if again != (out, stopped):
+        if again != (out, margins, stopped):
             sys.exit(f"llama_cpp.py: greedy output for {name!r} differs between two runs")
         text = llm.detokenize(out, special=True).decode("utf-8", errors="replace")
         cases.append({
             "name": name, "chat": chat, "prompt": prompt, "prompt_tokens": ptoks,
-            "output_tokens": out, "output_text": text, "stopped_at_eog": stopped,
+            "output_tokens": out, "output_margins": margins, "output_text": text, "stopped_at_eog": stopped,
         })
 
     fixture = {

@@ -157,14 +157,21 @@ def silu(x):
     return x / (1.0 + np.exp(-x))
 
 
-def forward(model_dir, tokens):
-    """Logits [len(tokens), vocab] in float64 for one sequence starting at position 0."""
+def load_model(model_dir):
+    """(config dict, {tensor name: float64 array}) of an HF-layout directory."""
     with open(os.path.join(model_dir, "config.json")) as f:
         cfg = json.load(f)
     act = cfg.get("hidden_act", "silu")
     if act not in ("silu", "swish"):
         raise ValueError(f"hidden_act {act!r} is not supported")
-    w = load_weights(model_dir)
+    return cfg, load_weights(model_dir)
+
+
+def forward(model, tokens):
+    """Logits [len(tokens), vocab] in float64 for one sequence starting at position 0.
+
+    `model` is a directory or what load_model returned (load once to run many sequences)."""
+    cfg, w = load_model(model) if isinstance(model, (str, os.PathLike)) else model
     hidden = cfg["hidden_size"]
     n_heads = cfg["num_attention_heads"]
     n_kv = cfg.get("num_key_value_heads", n_heads)

@@ -281,12 +281,18 @@ fn median_secs(iters: usize, mut f: impl FnMut()) -> f64 {
     times[times.len() / 2]
 }
 
+/// Decode (T = 1) and prefill (T = 128) speed of SmolLM2's MLP shapes in Q4_1 beside the same
+/// matrices in F32, then the other types on the 576 x 1536 shape (K-quants need 256 | cols), on
+/// 2 threads (`KS_THREADS` to change). Random weights: the speed does not depend on the values.
+///
 /// `cargo test --release -p turbine-engine --test quant_kernels -- --ignored --nocapture kernel_speed`
 #[test]
 #[ignore = "benchmark: run in release with --ignored --nocapture"]
 fn kernel_speed() {
-    let file = smollm2();
-    let threads = 2;
+    let threads: usize = std::env::var("KS_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -294,36 +300,50 @@ fn kernel_speed() {
     let mut rng = Rng::new(5);
     println!("threads: {threads}; median of many calls; weight GB/s = weight bytes / time");
     println!(
-        "{:<24} {:>6} {:<7} {:>4} {:>10} {:>9} {:>9}",
+        "{:<10} {:>5} {:<7} {:>4} {:>10} {:>8} {:>8}",
         "matrix", "type", "backend", "T", "time", "GB/s", "GFLOP/s"
     );
-    for name in ["blk.0.ffn_down.weight", "blk.0.ffn_gate.weight"] {
-        let info = file.tensor(name).expect("tensor");
-        let q = QMatrix::from_gguf(&file, info).expect("matrix");
-        let f = QMatrix::from_f32(q.rows(), q.cols(), &q.to_f32()).expect("f32 copy");
-        for m in [&q, &f] {
-            let (rows, cols) = (m.rows(), m.cols());
-            for tokens in [1usize, 128] {
-                let input = random_input(tokens, cols, &mut rng);
-                let mut out = vec![0f32; tokens * rows];
-                for backend in backends() {
-                    let iters = if tokens == 1 { 2000 } else { 40 };
-                    let secs = pool.install(|| {
-                        median_secs(iters, || m.matmul_with(backend, &input, &mut out))
-                    });
-                    let bytes = m.bytes().len() as f64;
-                    let flops = 2.0 * (rows * cols * tokens) as f64;
-                    println!(
-                        "{:<24} {:>6} {:<7} {:>4} {:>8.1}us {:>9.2} {:>9.2}",
-                        format!("{rows}x{cols} ({name})"),
-                        m.dtype().name(),
-                        backend.name(),
-                        tokens,
-                        secs * 1e6,
-                        bytes / secs / 1e9,
-                        flops / secs / 1e9,
-                    );
-                }
+    // ffn_down is 576 x 1536 (rows x cols), ffn_gate/ffn_up 1536 x 576.
+    let mut cases = Vec::new();
+    for (rows, cols) in [(576, 1536), (1536, 576)] {
+        let q = random_matrix(DType::Q4_1, rows, cols, &mut rng);
+        let f = QMatrix::from_f32(rows, cols, &q.to_f32()).expect("f32 copy");
+        cases.extend([q, f]);
+    }
+    for dtype in [
+        DType::Q4_0,
+        DType::Q8_0,
+        DType::Q4_K,
+        DType::Q6_K,
+        DType::BF16,
+    ] {
+        cases.push(random_matrix(dtype, 576, 1536, &mut rng));
+    }
+    for m in &cases {
+        let (rows, cols) = (m.rows(), m.cols());
+        for tokens in [1usize, 128] {
+            let input = random_input(tokens, cols, &mut rng);
+            let mut out = vec![0f32; tokens * rows];
+            for backend in backends() {
+                let iters = match (tokens, backend == Backend::scalar()) {
+                    (1, _) => 2000,
+                    (_, false) => 50,
+                    (_, true) => 8,
+                };
+                let secs = pool
+                    .install(|| median_secs(iters, || m.matmul_with(backend, &input, &mut out)));
+                let bytes = m.bytes().len() as f64;
+                let flops = 2.0 * (rows * cols * tokens) as f64;
+                println!(
+                    "{:<10} {:>5} {:<7} {:>4} {:>8.1}us {:>8.2} {:>8.2}",
+                    format!("{rows}x{cols}"),
+                    m.dtype().name(),
+                    backend.name(),
+                    tokens,
+                    secs * 1e6,
+                    bytes / secs / 1e9,
+                    flops / secs / 1e9,
+                );
             }
         }
     }

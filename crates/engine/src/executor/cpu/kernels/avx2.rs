@@ -71,19 +71,11 @@ unsafe fn load32<T>(p: *const T) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn nibbles(p: *const u8) -> __m256i {
     // SAFETY: the caller guarantees 16 readable bytes.
-    let lo = unsafe { _mm_loadu_si128(p.cast()) };
-    let hi = _mm_srli_epi16::<4>(lo);
-    _mm256_and_si256(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(0x0F))
-}
-
-/// `sum(x[i] * y[i])` over each group of 4 bytes, as 8 `f32` lanes, for signed `x` and `y`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
-    // maddubs multiplies unsigned by signed: move x's sign onto y.
-    let ax = _mm256_sign_epi8(x, x);
-    let sy = _mm256_sign_epi8(y, x);
-    mul_sum_u8_i8(ax, sy)
+    let both = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(p.cast()) });
+    // Low half unshifted, high half shifted by 4 (a broadcast load and a variable shift keep
+    // this off the shuffle port).
+    let shifted = _mm256_srlv_epi64(both, _mm256_set_epi64x(4, 4, 0, 0));
+    _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F))
 }
 
 /// `sum(x[i] * y[i])` over each group of 4 bytes, as 8 `f32` lanes, for unsigned `x`.
@@ -94,49 +86,155 @@ fn mul_sum_u8_i8(x: __m256i, y: __m256i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
 }
 
+/// Dot products of one row of 32-element blocks with `N` activation rows at once: each weight
+/// block is loaded and unpacked once for all `N` tokens.
+///
+/// `decode(block)` returns the block's 32 quants as bytes, signed when `SIGNED` (Q4_0, Q8_0:
+/// `maddubs` then takes `|x|` and moves the sign onto the activation), unsigned otherwise (Q4_1).
+/// `d` is the block's leading `f16`; with `MIN`, the `f16` at byte 2 is an offset `m` that
+/// contributes `m * s` (Q4_1).
+///
+/// # Safety
+/// As in the module documentation, for every activation row.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_blocks32<const N: usize, const SIGNED: bool, const MIN: bool>(
+    row: &[u8],
+    block_bytes: usize,
+    acts: [&[BlockQ8]; N],
+    decode: impl Fn(&[u8]) -> __m256i,
+) -> [f32; N] {
+    let blocks = row.len() / block_bytes;
+    assert!(acts.iter().all(|a| a.len() >= blocks));
+    // Two sets of accumulators, for even and odd blocks, so consecutive blocks' FMAs overlap.
+    let mut acc = [[_mm256_setzero_ps(); N]; 2];
+    // Lane 1 accumulates `m * s` (with `MIN`).
+    let mut acc_m = [[_mm_setzero_ps(); N]; 2];
+    let step = |b: &[u8], i: usize, acc: &mut [__m256; N], acc_m: &mut [__m128; N]| {
+        // [d, m] of the block in one conversion (for types without `m`, lane 1 is unused).
+        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([
+            b[0], b[1], b[2], b[3],
+        ])));
+        let x = decode(b);
+        let ux = if SIGNED { _mm256_sign_epi8(x, x) } else { x };
+        for t in 0..N {
+            // SAFETY: i < blocks <= acts[t].len() (checked above); a `BlockQ8` starts with its
+            // two `f32` `d` and `s` (repr(C)), then 32 bytes of `qs`.
+            let a = unsafe { acts[t].get_unchecked(i) };
+            let (ds, y) = unsafe {
+                (
+                    _mm_castsi128_ps(_mm_loadl_epi64((a as *const BlockQ8).cast())),
+                    load32(a.qs.as_ptr()),
+                )
+            };
+            // [d_w d_a, m_w s_a]
+            let scales = _mm_mul_ps(dm, ds);
+            let y = if SIGNED { _mm256_sign_epi8(y, x) } else { y };
+            let p = mul_sum_u8_i8(ux, y);
+            acc[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(scales), p, acc[t]);
+            if MIN {
+                acc_m[t] = _mm_add_ps(acc_m[t], scales);
+            }
+        }
+    };
+    let [acc0, acc1] = &mut acc;
+    let [m0, m1] = &mut acc_m;
+    let mut pairs = row.chunks_exact(2 * block_bytes);
+    let mut i = 0;
+    for pair in &mut pairs {
+        let (b0, b1) = pair.split_at(block_bytes);
+        step(b0, i, acc0, m0);
+        step(b1, i + 1, acc1, m1);
+        i += 2;
+    }
+    if let Some(b) = pairs.remainder().get(..block_bytes) {
+        step(b, i, acc0, m0);
+    }
+    let mut out = [0f32; N];
+    for t in 0..N {
+        out[t] = hsum_ps(_mm256_add_ps(acc[0][t], acc[1][t]));
+        if MIN {
+            let m = _mm_add_ps(acc_m[0][t], acc_m[1][t]);
+            out[t] += _mm_cvtss_f32(_mm_movehdup_ps(m));
+        }
+    }
+    out
+}
+
+/// Q4_0: `x = nibble - 8`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn decode_q4_0(b: &[u8]) -> __m256i {
+    assert!(b.len() >= Q4_0_BYTES);
+    // SAFETY: 16 bytes of nibbles at offset 2 of an 18-byte block.
+    let q = unsafe { nibbles(b.as_ptr().add(2)) };
+    _mm256_sub_epi8(q, _mm256_set1_epi8(8))
+}
+
+/// Q4_1: `x = nibble` (unsigned; the offset is applied through `m * s`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn decode_q4_1(b: &[u8]) -> __m256i {
+    assert!(b.len() >= Q4_1_BYTES);
+    // SAFETY: 16 bytes of nibbles at offset 4 of a 20-byte block.
+    unsafe { nibbles(b.as_ptr().add(4)) }
+}
+
+/// Q8_0: 32 signed bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn decode_q8_0(b: &[u8]) -> __m256i {
+    assert!(b.len() >= Q8_0_BYTES);
+    // SAFETY: 32 quants at offset 2 of a 34-byte block.
+    unsafe { load32(b.as_ptr().add(2)) }
+}
+
 /// # Safety
 /// See the module documentation.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4_0(row: &[u8], act: &[BlockQ8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (b, a) in row.chunks_exact(Q4_0_BYTES).zip(act) {
-        let d = _mm256_set1_ps(f16_to_f32(f16_bits_at(b, 0)) * a.d);
-        // SAFETY: 16 bytes of nibbles at offset 2 of an 18-byte block; `qs` is 32 bytes.
-        let (qx, qy) = unsafe { (nibbles(b.as_ptr().add(2)), load32(a.qs.as_ptr())) };
-        let qx = _mm256_sub_epi8(qx, _mm256_set1_epi8(8));
-        acc = _mm256_fmadd_ps(d, mul_sum_i8(qx, qy), acc);
-    }
-    hsum_ps(acc)
+    // SAFETY: forwarded.
+    unsafe { dot_blocks32::<1, true, false>(row, Q4_0_BYTES, [act], |b| decode_q4_0(b))[0] }
+}
+
+/// # Safety
+/// See the module documentation.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_0_x4(row: &[u8], acts: [&[BlockQ8]; 4]) -> [f32; 4] {
+    // SAFETY: forwarded.
+    unsafe { dot_blocks32::<4, true, false>(row, Q4_0_BYTES, acts, |b| decode_q4_0(b)) }
 }
 
 /// # Safety
 /// See the module documentation.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4_1(row: &[u8], act: &[BlockQ8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = 0f32;
-    for (b, a) in row.chunks_exact(Q4_1_BYTES).zip(act) {
-        let d = _mm256_set1_ps(f16_to_f32(f16_bits_at(b, 0)) * a.d);
-        acc_m += f16_to_f32(f16_bits_at(b, 2)) * a.s;
-        // SAFETY: 16 bytes of nibbles at offset 4 of a 20-byte block; `qs` is 32 bytes.
-        let (qx, qy) = unsafe { (nibbles(b.as_ptr().add(4)), load32(a.qs.as_ptr())) };
-        acc = _mm256_fmadd_ps(d, mul_sum_u8_i8(qx, qy), acc);
-    }
-    hsum_ps(acc) + acc_m
+    // SAFETY: forwarded.
+    unsafe { dot_blocks32::<1, false, true>(row, Q4_1_BYTES, [act], |b| decode_q4_1(b))[0] }
+}
+
+/// # Safety
+/// See the module documentation.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_1_x4(row: &[u8], acts: [&[BlockQ8]; 4]) -> [f32; 4] {
+    // SAFETY: forwarded.
+    unsafe { dot_blocks32::<4, false, true>(row, Q4_1_BYTES, acts, |b| decode_q4_1(b)) }
 }
 
 /// # Safety
 /// See the module documentation.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q8_0(row: &[u8], act: &[BlockQ8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (b, a) in row.chunks_exact(Q8_0_BYTES).zip(act) {
-        let d = _mm256_set1_ps(f16_to_f32(f16_bits_at(b, 0)) * a.d);
-        // SAFETY: 32 quants at offset 2 of a 34-byte block; `qs` is 32 bytes.
-        let (qx, qy) = unsafe { (load32(b.as_ptr().add(2)), load32(a.qs.as_ptr())) };
-        acc = _mm256_fmadd_ps(d, mul_sum_i8(qx, qy), acc);
-    }
-    hsum_ps(acc)
+    // SAFETY: forwarded.
+    unsafe { dot_blocks32::<1, true, false>(row, Q8_0_BYTES, [act], |b| decode_q8_0(b))[0] }
+}
+
+/// # Safety
+/// See the module documentation.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q8_0_x4(row: &[u8], acts: [&[BlockQ8]; 4]) -> [f32; 4] {
+    // SAFETY: forwarded.
+    unsafe { dot_blocks32::<4, true, false>(row, Q8_0_BYTES, acts, |b| decode_q8_0(b)) }
 }
 
 /// # Safety
@@ -148,10 +246,11 @@ pub unsafe fn dot_q4_k(row: &[u8], act: &[BlockQ8K]) -> f32 {
     let mut acc_m = 0f32;
     for (b, a) in row.chunks_exact(Q4_K_BYTES).zip(act) {
         let (sc, mn) = q4_k_scales_mins(&b[4..16]);
-        let mut mins = 0i32;
-        for j in 0..8 {
-            mins += mn[j] as i32 * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32);
-        }
+        let mins: i32 = mn
+            .iter()
+            .zip(a.bsums.chunks_exact(2))
+            .map(|(&m, s)| m as i32 * (s[0] as i32 + s[1] as i32))
+            .sum();
         acc_m += f16_to_f32(f16_bits_at(b, 2)) * a.d * mins as f32;
         let mut sumi = _mm256_setzero_si256();
         for c in 0..4 {

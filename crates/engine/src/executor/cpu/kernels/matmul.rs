@@ -7,8 +7,10 @@
 //!
 //! Work split: tokens are cut into tiles of [`TOKEN_TILE`], output rows into chunks sized for a
 //! few chunks per thread; each task computes one (row chunk × token tile) tile, walking a weight
-//! row once over all the tile's tokens while it is in L1. Decode (one token) writes straight into
-//! `out`; larger tiles are computed row-major per weight row and transposed into `out`.
+//! row once over all the tile's tokens while it is in L1, four tokens per call where the type has
+//! a four-token kernel (Q4_0, Q4_1 and Q8_0 on AVX2: each weight block is unpacked once for the
+//! four). Decode (one token) writes straight into `out`; larger tiles are computed row-major per
+//! weight row and transposed into `out`.
 
 use rayon::prelude::*;
 
@@ -67,37 +69,80 @@ impl Backend {
 /// whole row and `act` the matching activations (guaranteed by the driver).
 type DotFn<A> = unsafe fn(&[u8], &[A]) -> f32;
 
+/// Four dot products of one weight row with four activation rows (the weight row is decoded
+/// once). Same safety contract as [`DotFn`].
+type Dot4Fn<A> = unsafe fn(&[u8], [&[A]; 4]) -> [f32; 4];
+
+/// The dot products for one weight type on one backend.
+struct Dot<A> {
+    one: DotFn<A>,
+    four: Option<Dot4Fn<A>>,
+}
+
+impl<A> Dot<A> {
+    fn one(one: DotFn<A>) -> Kernel
+    where
+        Kernel: From<Dot<A>>,
+    {
+        Kernel::from(Dot { one, four: None })
+    }
+}
+
 /// The kernel for a weight type, by the activation format it needs.
 enum Kernel {
-    Q8(DotFn<BlockQ8>),
-    Q8K(DotFn<BlockQ8K>),
-    F32(DotFn<f32>),
+    Q8(Dot<BlockQ8>),
+    Q8K(Dot<BlockQ8K>),
+    F32(Dot<f32>),
+}
+
+impl From<Dot<BlockQ8>> for Kernel {
+    fn from(d: Dot<BlockQ8>) -> Kernel {
+        Kernel::Q8(d)
+    }
+}
+
+impl From<Dot<BlockQ8K>> for Kernel {
+    fn from(d: Dot<BlockQ8K>) -> Kernel {
+        Kernel::Q8K(d)
+    }
+}
+
+impl From<Dot<f32>> for Kernel {
+    fn from(d: Dot<f32>) -> Kernel {
+        Kernel::F32(d)
+    }
 }
 
 fn kernel(dtype: DType, backend: Backend) -> Kernel {
     match backend.0 {
         Isa::Scalar => match dtype {
-            DType::F32 => Kernel::F32(scalar::dot_f32),
-            DType::F16 => Kernel::F32(scalar::dot_f16),
-            DType::BF16 => Kernel::F32(scalar::dot_bf16),
-            DType::Q4_0 => Kernel::Q8(scalar::dot_q4_0),
-            DType::Q4_1 => Kernel::Q8(scalar::dot_q4_1),
-            DType::Q8_0 => Kernel::Q8(scalar::dot_q8_0),
-            DType::Q4_K => Kernel::Q8K(scalar::dot_q4_k),
-            DType::Q6_K => Kernel::Q8K(scalar::dot_q6_k),
+            DType::F32 => Dot::one(scalar::dot_f32),
+            DType::F16 => Dot::one(scalar::dot_f16),
+            DType::BF16 => Dot::one(scalar::dot_bf16),
+            DType::Q4_0 => Dot::one(scalar::dot_q4_0),
+            DType::Q4_1 => Dot::one(scalar::dot_q4_1),
+            DType::Q8_0 => Dot::one(scalar::dot_q8_0),
+            DType::Q4_K => Dot::one(scalar::dot_q4_k),
+            DType::Q6_K => Dot::one(scalar::dot_q6_k),
         },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
             use super::avx2;
+            let q8 = |one: DotFn<BlockQ8>, four: Dot4Fn<BlockQ8>| {
+                Kernel::Q8(Dot {
+                    one,
+                    four: Some(four),
+                })
+            };
             match dtype {
-                DType::F32 => Kernel::F32(avx2::dot_f32),
-                DType::F16 => Kernel::F32(avx2::dot_f16),
-                DType::BF16 => Kernel::F32(avx2::dot_bf16),
-                DType::Q4_0 => Kernel::Q8(avx2::dot_q4_0),
-                DType::Q4_1 => Kernel::Q8(avx2::dot_q4_1),
-                DType::Q8_0 => Kernel::Q8(avx2::dot_q8_0),
-                DType::Q4_K => Kernel::Q8K(avx2::dot_q4_k),
-                DType::Q6_K => Kernel::Q8K(avx2::dot_q6_k),
+                DType::F32 => Dot::one(avx2::dot_f32),
+                DType::F16 => Dot::one(avx2::dot_f16),
+                DType::BF16 => Dot::one(avx2::dot_bf16),
+                DType::Q4_0 => q8(avx2::dot_q4_0, avx2::dot_q4_0_x4),
+                DType::Q4_1 => q8(avx2::dot_q4_1, avx2::dot_q4_1_x4),
+                DType::Q8_0 => q8(avx2::dot_q8_0, avx2::dot_q8_0_x4),
+                DType::Q4_K => Dot::one(avx2::dot_q4_k),
+                DType::Q6_K => Dot::one(avx2::dot_q6_k),
             }
         }
     }
@@ -140,7 +185,7 @@ impl QMatrix {
     pub fn matmul_with(&self, backend: Backend, input: &[f32], out: &mut [f32]) {
         let (rows, cols) = (self.rows(), self.cols());
         assert!(
-            input.len() % cols == 0,
+            input.len().is_multiple_of(cols),
             "matmul input of {} floats is not a whole number of rows of {cols}",
             input.len()
         );
@@ -167,7 +212,7 @@ impl QMatrix {
     }
 
     /// Runs `dot` over all (row, token) pairs; `act` holds `per_token` items per token.
-    fn drive<A: Sync>(&self, act: &[A], per_token: usize, dot: DotFn<A>, out: &mut [f32]) {
+    fn drive<A: Sync>(&self, act: &[A], per_token: usize, dot: Dot<A>, out: &mut [f32]) {
         let rows = self.rows();
         let threads = rayon::current_num_threads().max(1);
         let tokens = act.len() / per_token;
@@ -178,7 +223,7 @@ impl QMatrix {
             let chunk = rows.div_ceil(threads * 8).max(16);
             out.par_chunks_mut(chunk).enumerate().for_each(|(c, out)| {
                 for (k, o) in out.iter_mut().enumerate() {
-                    *o = unsafe { dot(self.row_data(c * chunk + k), act) };
+                    *o = unsafe { (dot.one)(self.row_data(c * chunk + k), act) };
                 }
             });
             return;
@@ -196,8 +241,17 @@ impl QMatrix {
                     .for_each(|(c, res)| {
                         for (k, res) in res.chunks_exact_mut(tile).enumerate() {
                             let w = self.row_data(c * chunk + k);
-                            for (o, a) in res.iter_mut().zip(act.chunks_exact(per_token)) {
-                                *o = unsafe { dot(w, a) };
+                            let token = |t: usize| &act[t * per_token..(t + 1) * per_token];
+                            let mut t = 0;
+                            if let Some(four) = dot.four {
+                                while t + 4 <= tile {
+                                    let a = [token(t), token(t + 1), token(t + 2), token(t + 3)];
+                                    res[t..t + 4].copy_from_slice(&unsafe { four(w, a) });
+                                    t += 4;
+                                }
+                            }
+                            for (t, o) in res.iter_mut().enumerate().skip(t) {
+                                *o = unsafe { (dot.one)(w, token(t)) };
                             }
                         }
                     });

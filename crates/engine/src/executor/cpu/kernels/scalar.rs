@@ -69,10 +69,11 @@ pub fn dot_q4_k(row: &[u8], act: &[BlockQ8K]) -> f32 {
             }
             sumi += sc[2 * c] as i32 * lo + sc[2 * c + 1] as i32 * hi;
         }
-        let mut mins = 0i32;
-        for j in 0..8 {
-            mins += mn[j] as i32 * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32);
-        }
+        let mins: i32 = mn
+            .iter()
+            .zip(a.bsums.chunks_exact(2))
+            .map(|(&m, s)| m as i32 * (s[0] as i32 + s[1] as i32))
+            .sum();
         sum += f16_at(b, 0) * a.d * sumi as f32 - f16_at(b, 2) * a.d * mins as f32;
     }
     sum
