@@ -6,8 +6,11 @@ scripts/fixtures.sh fetches and writes one small JSON fixture:
 
   teacher_forced   a fixed English text (TEXT below, ~400 tokens), tokenized by llama.cpp, evaluated in
                    one pass with logits for every position; per position: top-1 id, its logit, the
-                   margin to the second-best logit, and the top-5 ids. The Rust test checks top-1
-                   agreement (>= 98%) and may skip positions whose margin is within its own error.
+                   margin to the second-best logit, and the top-5 ids. llama.cpp's logits carry ~0.1
+                   of noise from its 8-bit activation quantization (an AVX2 and an AVX-512 build of
+                   the same commit agree on only 96% of top-1s here), so compare top-1 where the
+                   margin is clear (>= 0.3: 100% agreement between those builds and with the exact
+                   float64 reference of smollm2_f64.py).
   greedy           5 fixed prompts (3 plain text, 2 in SmolLM2's ChatML), 32 greedy tokens each:
                    argmax of the logits at every step (no sampler, no penalties), stopping early only at
                    an end-of-generation token.

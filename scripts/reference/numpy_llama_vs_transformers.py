@@ -16,6 +16,7 @@ Needs torch and transformers (large; not in the shared venv). Usage, in a venv t
 """
 
 import importlib.util
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -84,7 +85,7 @@ def main():
                 model.eval()
                 errs = {}
                 errs["as-is"] = float(np.max(np.abs(logits(model) - ref)) / np.max(np.abs(ref)))
-                cfg = numpy_llama.json.load(open(f"{d}/config.json"))
+                cfg = json.load(open(f"{d}/config.json"))
                 patch_float64(model, numpy_llama.rope_inv_freq(cfg, cfg["head_dim"]))
                 errs["f64"] = float(np.max(np.abs(logits(model, f64=True) - ref)) / np.max(np.abs(ref)))
                 for k, v in errs.items():
