@@ -8,6 +8,9 @@ export TURBINE_CACHE="${TURBINE_CACHE:-$HOME/.cache/turbine}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$TURBINE_CACHE/target}"
 scripts/deps.sh test
 scripts/fixtures.sh all
+# The numpy float64 reference that crates/engine/tests/cpu_reference.rs runs.
+"$TURBINE_CACHE/venv/bin/python" -c 'import numpy' 2>/dev/null \
+  || "$TURBINE_CACHE/venv/bin/python" -m pip install -q "numpy>=1.26,<3"
 cargo test --workspace --all-targets "$@"
 cargo build -p turbine
 python3 scripts/checks/openai_sdk.py "$CARGO_TARGET_DIR/debug/turbine" --engine echo

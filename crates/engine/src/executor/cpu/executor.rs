@@ -24,6 +24,38 @@ impl CpuExecutor {
     }
 }
 
+impl CpuExecutor {
+    /// The logits after every position of `tokens`, scored as one sequence from position 0 in
+    /// the cache's first blocks (`tokens.len()` × vocab). For evaluation: it overwrites those
+    /// blocks, so use it on an executor the engine is not serving from.
+    pub fn score(&mut self, tokens: &[u32], block_size: usize) -> Result<Vec<f32>, ExecutorError> {
+        let vocab = self.model.config.vocab;
+        if let Some(bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(ExecutorError::Failed(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let table: Vec<u32> = (0..tokens.len().div_ceil(block_size.max(1)) as u32).collect();
+        let rows: Vec<TokenRow<'_>> = tokens
+            .iter()
+            .enumerate()
+            .map(|(pos, &token)| TokenRow {
+                token,
+                pos,
+                block_table: &table,
+            })
+            .collect();
+        let all: Vec<usize> = (0..rows.len()).collect();
+        Ok(forward(
+            &self.model,
+            &mut self.cache,
+            &rows,
+            &all,
+            &mut self.scratch,
+        ))
+    }
+}
+
 impl Executor for CpuExecutor {
     fn execute(&mut self, batch: &Batch<'_>) -> Result<StepOutput, ExecutorError> {
         let vocab = self.model.config.vocab;
