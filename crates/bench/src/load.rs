@@ -10,9 +10,9 @@ use http_body_util::BodyExt;
 use hyper::Method;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
@@ -24,27 +24,42 @@ pub struct LoadConfig {
     pub max_tokens: u32,
     pub concurrency: usize,
     pub requests: usize,
+    /// Requests sent first and left out of the report (connection set-up, the initial burst of
+    /// `concurrency` simultaneous arrivals).
+    pub warmup: usize,
     pub api_key: Option<String>,
 }
 
 pub async fn run_closed_loop(config: LoadConfig) -> anyhow::Result<Report> {
     let config = Arc::new(config);
     let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
+    // The measured wall clock starts when the first request after the warm-up is sent.
+    let measured_from = Arc::new(OnceLock::new());
     let mut tasks = Vec::new();
     for _ in 0..config.concurrency.max(1) {
         let config = config.clone();
         let next = next.clone();
+        let measured_from = measured_from.clone();
         tasks.push(tokio::spawn(async move {
             let mut records = Vec::new();
             let mut connection = connect(&config).await?;
-            while next.fetch_add(1, Ordering::Relaxed) < config.requests {
-                match one_request(&mut connection, &config).await {
-                    Ok(record) => records.push(record),
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= config.warmup + config.requests {
+                    break;
+                }
+                if index == config.warmup {
+                    let _ = measured_from.set(Instant::now());
+                }
+                let record = match one_request(&mut connection, &config).await {
+                    Ok(record) => record,
                     Err(err) => {
-                        records.push(RequestRecord::failed(err.to_string()));
                         connection = connect(&config).await?;
+                        RequestRecord::failed(err.to_string())
                     }
+                };
+                if index >= config.warmup {
+                    records.push(record);
                 }
             }
             anyhow::Ok(records)
@@ -54,7 +69,8 @@ pub async fn run_closed_loop(config: LoadConfig) -> anyhow::Result<Report> {
     for task in tasks {
         records.extend(task.await.context("client task panicked")??);
     }
-    Ok(Report::new(records, started.elapsed()))
+    let wall = measured_from.get().map_or(Duration::ZERO, Instant::elapsed);
+    Ok(Report::new(records, wall))
 }
 
 async fn connect(config: &LoadConfig) -> anyhow::Result<Connection> {

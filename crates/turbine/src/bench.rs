@@ -19,6 +19,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         max_tokens: args.max_tokens,
         concurrency: args.concurrency,
         requests: args.requests,
+        warmup: args.warmup.unwrap_or(args.concurrency),
         api_key: args.api_key,
     };
     eprintln!(

@@ -57,7 +57,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TURBINE_NUM_BLOCKS")]
     pub num_blocks: Option<usize>,
     /// CPU engine: memory for each worker's KV cache, in GiB.
-    #[arg(long, default_value_t = 1.0, env = "TURBINE_KV_CACHE_GIB")]
+    #[arg(long, default_value_t = 0.5, env = "TURBINE_KV_CACHE_GIB")]
     pub kv_cache_gib: f64,
     /// Engine: most tokens computed in one step.
     #[arg(long, default_value_t = 2048, env = "TURBINE_MAX_NUM_BATCHED_TOKENS")]
@@ -135,6 +135,9 @@ pub struct BenchArgs {
     /// Requests to send in all.
     #[arg(long, default_value_t = 100, env = "TURBINE_BENCH_REQUESTS")]
     pub requests: usize,
+    /// Requests sent before measuring. Default: one per client (`--concurrency`).
+    #[arg(long, env = "TURBINE_BENCH_WARMUP")]
+    pub warmup: Option<usize>,
     /// The prompt is this many repetitions of " hello" (one token in most tokenizers).
     #[arg(long, default_value_t = 128, env = "TURBINE_BENCH_PROMPT_WORDS")]
     pub prompt_words: usize,
