@@ -281,7 +281,7 @@ fn median_secs(iters: usize, mut f: impl FnMut()) -> f64 {
     times[times.len() / 2]
 }
 
-/// Decode (T = 1) and prefill (T = 128) speed of SmolLM2's MLP shapes in Q4_1 beside the same
+/// Decode (T = 1), batched decode (T = 8, 32) and prefill (T = 128) speed of SmolLM2's MLP shapes in Q4_1 beside the same
 /// matrices in F32, then the other types on the 576 x 1536 shape (K-quants need 256 | cols), on
 /// 2 threads (`KS_THREADS` to change). Random weights: the speed does not depend on the values.
 ///
@@ -321,12 +321,13 @@ fn kernel_speed() {
     }
     for m in &cases {
         let (rows, cols) = (m.rows(), m.cols());
-        for tokens in [1usize, 128] {
+        for tokens in [1usize, 8, 32, 128] {
             let input = random_input(tokens, cols, &mut rng);
             let mut out = vec![0f32; tokens * rows];
             for backend in backends() {
                 let iters = match (tokens, backend == Backend::scalar()) {
                     (1, _) => 2000,
+                    (8 | 32, false) => 200,
                     (_, false) => 50,
                     (_, true) => 8,
                 };

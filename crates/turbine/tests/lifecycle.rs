@@ -42,14 +42,7 @@ async fn client_disconnect_cancels_the_engine() {
     let server = Server::start(&["--echo-delay-ms", "20"]);
     let mut c = server.connect().await;
     let body = json!({"model": server.model, "prompt": " word".repeat(200), "max_tokens": 200, "stream": true});
-    let response = c
-        .send(
-            hyper::Method::POST,
-            "/v1/completions",
-            bytes::Bytes::from(body.to_string()),
-        )
-        .await
-        .expect("send");
+    let response = common::start_completion(&mut c, &body).await;
     let mut body = response.into_body();
     let mut parser = SseParser::default();
     let mut texts = 0;
@@ -101,14 +94,7 @@ async fn overload_answers_503_with_retry_after() {
     ]);
     let mut holder = server.connect().await;
     let long = json!({"model": server.model, "prompt": " word".repeat(100), "stream": true});
-    let response = holder
-        .send(
-            hyper::Method::POST,
-            "/v1/completions",
-            bytes::Bytes::from(long.to_string()),
-        )
-        .await
-        .expect("send");
+    let response = common::start_completion(&mut holder, &long).await;
     assert_eq!(response.status(), 200);
     let mut c = server.connect().await;
     let rejected = c

@@ -95,14 +95,7 @@ async fn disconnect_frees_the_sequence_and_its_blocks() {
     let server = Server::start(&["--engine", "mock", "--speedup", "1"]);
     let mut c = server.connect().await;
     let body = json!({"model": server.model, "prompt": "A long generation ".repeat(20), "max_tokens": 2000, "stream": true});
-    let response = c
-        .send(
-            hyper::Method::POST,
-            "/v1/completions",
-            bytes::Bytes::from(body.to_string()),
-        )
-        .await
-        .expect("send");
+    let response = common::start_completion(&mut c, &body).await;
     assert_eq!(response.status(), 200);
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(response);

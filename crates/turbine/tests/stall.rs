@@ -99,14 +99,7 @@ async fn background_stream(
     first: mpsc::Sender<()>,
     mut stop: watch::Receiver<bool>,
 ) -> Vec<Instant> {
-    let response = connection
-        .send(
-            hyper::Method::POST,
-            "/v1/completions",
-            bytes::Bytes::from(body.to_string()),
-        )
-        .await
-        .expect("send");
+    let response = common::start_completion(connection, &body).await;
     assert_eq!(response.status(), 200);
     let mut body = response.into_body();
     let mut parser = SseParser::default();

@@ -149,6 +149,22 @@ impl Streamed {
     }
 }
 
+/// POSTs a completion request and returns once the response head arrives (status checked by the
+/// caller), leaving the body to be read or dropped.
+pub async fn start_completion(
+    connection: &mut Connection,
+    body: &Value,
+) -> hyper::Response<hyper::body::Incoming> {
+    connection
+        .send(
+            hyper::Method::POST,
+            "/v1/completions",
+            bytes::Bytes::from(body.to_string()),
+        )
+        .await
+        .expect("send")
+}
+
 /// POSTs and reads a whole SSE stream (bounded by 60 s).
 pub async fn stream(connection: &mut Connection, path: &str, body: &Value) -> Streamed {
     let response = connection

@@ -74,38 +74,9 @@ impl Model {
             QMatrix::from_gguf(&gguf, info).map_err(|e| e.to_string())
         };
         let vector = |name: &str| matrix(name).map(|m| m.to_f32());
-        let mut layers = Vec::with_capacity(config.layers);
-        for l in 0..config.layers {
-            let n = |suffix: &str| format!("blk.{l}.{suffix}");
-            layers.push(LayerWeights {
-                attn_norm: vector(&n("attn_norm.weight"))?,
-                wq: matrix(&n("attn_q.weight"))?,
-                wk: matrix(&n("attn_k.weight"))?,
-                wv: matrix(&n("attn_v.weight"))?,
-                wo: matrix(&n("attn_output.weight"))?,
-                qkv_bias: if config.qkv_bias {
-                    Some((
-                        vector(&n("attn_q.bias"))?,
-                        vector(&n("attn_k.bias"))?,
-                        vector(&n("attn_v.bias"))?,
-                    ))
-                } else {
-                    None
-                },
-                qk_norm: if config.qk_norm {
-                    Some((
-                        vector(&n("attn_q_norm.weight"))?,
-                        vector(&n("attn_k_norm.weight"))?,
-                    ))
-                } else {
-                    None
-                },
-                ffn_norm: vector(&n("ffn_norm.weight"))?,
-                w_gate: matrix(&n("ffn_gate.weight"))?,
-                w_up: matrix(&n("ffn_up.weight"))?,
-                w_down: matrix(&n("ffn_down.weight"))?,
-            });
-        }
+        let layers = (0..config.layers)
+            .map(|l| load_layer(&config, &matrix, |w| format!("blk.{l}.{w}")))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut inv_freq = config.inv_freq();
         // Llama 3.1 GGUFs carry their RoPE scaling as per-frequency divisors.
         if gguf.tensor("rope_freqs.weight").is_some() {
@@ -146,38 +117,13 @@ impl Model {
         let tensors = SafetensorsFiles::open(dir)?;
         let matrix = |name: &str| tensors.matrix(name);
         let vector = |name: &str| tensors.matrix(name).map(|m| m.to_f32());
-        let mut layers = Vec::with_capacity(config.layers);
-        for l in 0..config.layers {
-            let n = |suffix: &str| format!("model.layers.{l}.{suffix}");
-            layers.push(LayerWeights {
-                attn_norm: vector(&n("input_layernorm.weight"))?,
-                wq: matrix(&n("self_attn.q_proj.weight"))?,
-                wk: matrix(&n("self_attn.k_proj.weight"))?,
-                wv: matrix(&n("self_attn.v_proj.weight"))?,
-                wo: matrix(&n("self_attn.o_proj.weight"))?,
-                qkv_bias: if config.qkv_bias {
-                    Some((
-                        vector(&n("self_attn.q_proj.bias"))?,
-                        vector(&n("self_attn.k_proj.bias"))?,
-                        vector(&n("self_attn.v_proj.bias"))?,
-                    ))
-                } else {
-                    None
-                },
-                qk_norm: if config.qk_norm {
-                    Some((
-                        vector(&n("self_attn.q_norm.weight"))?,
-                        vector(&n("self_attn.k_norm.weight"))?,
-                    ))
-                } else {
-                    None
-                },
-                ffn_norm: vector(&n("post_attention_layernorm.weight"))?,
-                w_gate: matrix(&n("mlp.gate_proj.weight"))?,
-                w_up: matrix(&n("mlp.up_proj.weight"))?,
-                w_down: matrix(&n("mlp.down_proj.weight"))?,
-            });
-        }
+        let layers = (0..config.layers)
+            .map(|l| {
+                load_layer(&config, &matrix, |w| {
+                    format!("model.layers.{l}.{}", hf_name(w))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let tie = config.tie_embeddings || !tensors.contains("lm_head.weight");
         let model = Self {
             embed: matrix("model.embed_tokens.weight")?,
@@ -244,6 +190,57 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// One layer's weights; `name` maps a weight's GGUF name (`attn_q.weight`) to the file's name.
+fn load_layer(
+    config: &ModelConfig,
+    matrix: &impl Fn(&str) -> Result<QMatrix, LoadError>,
+    name: impl Fn(&str) -> String,
+) -> Result<LayerWeights, LoadError> {
+    let m = |w: &str| matrix(&name(w));
+    let v = |w: &str| m(w).map(|m| m.to_f32());
+    Ok(LayerWeights {
+        attn_norm: v("attn_norm.weight")?,
+        wq: m("attn_q.weight")?,
+        wk: m("attn_k.weight")?,
+        wv: m("attn_v.weight")?,
+        wo: m("attn_output.weight")?,
+        qkv_bias: if config.qkv_bias {
+            Some((v("attn_q.bias")?, v("attn_k.bias")?, v("attn_v.bias")?))
+        } else {
+            None
+        },
+        qk_norm: if config.qk_norm {
+            Some((v("attn_q_norm.weight")?, v("attn_k_norm.weight")?))
+        } else {
+            None
+        },
+        ffn_norm: v("ffn_norm.weight")?,
+        w_gate: m("ffn_gate.weight")?,
+        w_up: m("ffn_up.weight")?,
+        w_down: m("ffn_down.weight")?,
+    })
+}
+
+/// The HF (transformers) name of a layer weight given by its GGUF name.
+fn hf_name(gguf: &str) -> String {
+    let (base, kind) = gguf.rsplit_once('.').unwrap_or((gguf, "weight"));
+    let hf = match base {
+        "attn_norm" => "input_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "attn_q_norm" => "self_attn.q_norm",
+        "attn_k_norm" => "self_attn.k_norm",
+        "ffn_norm" => "post_attention_layernorm",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        other => other,
+    };
+    format!("{hf}.{kind}")
 }
 
 /// The `*.safetensors` files of a directory, memory-mapped, with an index of tensor names.
