@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use half::{bf16, f16};
-use turbine_engine::executor::cpu::kernels::{Backend, DType, QMatrix, dequantize_row};
+use turbine_engine::executor::cpu::kernels::{
+    Backend, DType, PACKED_MIN_TOKENS, QMatrix, dequantize_row,
+};
 use turbine_engine::rng::Rng;
 use turbine_tokens::gguf::GgufFile;
 
@@ -35,6 +37,7 @@ fn smollm2() -> Arc<GgufFile> {
 fn backends() -> Vec<Backend> {
     let mut all = vec![Backend::scalar()];
     all.extend(Backend::avx2());
+    all.extend(Backend::avx512vnni());
     all
 }
 
@@ -214,6 +217,48 @@ fn matmul_matches_dequantized_reference() {
                         (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
                         "{dtype} T={tokens}: scalar {a} vs {} {b} at {i}",
                         backend.name()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The AVX-512 VNNI backend's many-token kernels (tokens in lanes, from [`PACKED_MIN_TOKENS`]
+/// tokens) compute the AVX2 kernels' integer lane sums and then the same `f32` operations in the
+/// same order, so they match the AVX2 backend bit for bit, for whole and partial groups of 8
+/// tokens, tiles of 32 and SmolLM2's shapes; and a token's result does not depend on the batch
+/// (batched decoding equals sequential decoding), down to one token.
+#[test]
+fn packed_kernels_equal_avx2() {
+    let (Some(vnni), Some(avx2)) = (Backend::avx512vnni(), Backend::avx2()) else {
+        eprintln!("no AVX-512 VNNI on this CPU: skipped");
+        return;
+    };
+    let mut rng = Rng::new(13);
+    for (rows, cols) in [(37, 320), (576, 1536), (1536, 576)] {
+        for dtype in [DType::Q4_0, DType::Q4_1, DType::Q8_0] {
+            let w = random_matrix(dtype, rows, cols, &mut rng);
+            for tokens in [PACKED_MIN_TOKENS, 8, 13, 32, 40, 75] {
+                let input = random_input(tokens, cols, &mut rng);
+                let mut want = vec![f32::NAN; tokens * rows];
+                w.matmul_with(avx2, &input, &mut want);
+                let mut got = vec![f32::NAN; tokens * rows];
+                w.matmul_with(vnni, &input, &mut got);
+                for (i, (&a, &b)) in want.iter().zip(&got).enumerate() {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{dtype} {rows}x{cols} T={tokens} at {i}: avx2 {a} vs avx512vnni {b}"
+                    );
+                }
+                for (t, x) in input.chunks_exact(cols).enumerate().take(3) {
+                    let mut one = vec![f32::NAN; rows];
+                    w.matmul_with(vnni, x, &mut one);
+                    assert_eq!(
+                        one,
+                        got[t * rows..(t + 1) * rows],
+                        "{dtype} T={tokens} token {t}"
                     );
                 }
             }

@@ -7,7 +7,8 @@
 //!   the block formats.
 //! - `dequant`: GGML-exact dequantization of every type.
 //! - `q8`: activation quantization (Q8 blocks of 32, Q8_K blocks of 256).
-//! - `scalar` and `avx2`: per-row dot products, portable and x86_64 AVX2 (picked at run time).
+//! - `scalar` and `avx2`: per-row dot products, portable and x86_64 AVX2 (picked at run time);
+//!   `vnni`: AVX-512 VNNI kernels for Q4_0/Q4_1/Q8_0 with many tokens (tokens in lanes).
 //! - `matrix`: [`QMatrix`] and its constructors; `matmul`: the multithreaded driver.
 //!
 //! Invariants: a [`QMatrix`] is validated when built (block-multiple rows, exact byte length, in
@@ -24,9 +25,11 @@ mod matmul;
 mod matrix;
 mod q8;
 mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 
 pub use dequant::dequantize_row;
 pub use dtype::{DType, ggml_type_name};
 pub use error::KernelError;
-pub use matmul::{Backend, TOKEN_TILE};
+pub use matmul::{Backend, PACKED_MIN_TOKENS, TOKEN_TILE};
 pub use matrix::{QMatrix, SharedBytes};
