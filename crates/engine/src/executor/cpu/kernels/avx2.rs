@@ -69,7 +69,7 @@ unsafe fn load32<T>(p: *const T) -> __m256i {
 /// `p..p + 16` must be readable.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn nibbles(p: *const u8) -> __m256i {
+pub(super) unsafe fn nibbles(p: *const u8) -> __m256i {
     // SAFETY: the caller guarantees 16 readable bytes.
     let both = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(p.cast()) });
     // Low half unshifted, high half shifted by 4 (a broadcast load and a variable shift keep

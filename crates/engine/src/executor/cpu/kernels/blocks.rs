@@ -33,6 +33,19 @@ pub(crate) fn f16_bits_at(bytes: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([bytes[at], bytes[at + 1]])
 }
 
+/// The four 6-bit Q6_K quants `l + 32k` (`k < 4`) of one 128-element half, unsigned (0..64):
+/// low 4 bits from `ql[l + 32(k % 2)]` (low nibble for `k < 2`, high for `k >= 2`), high 2 bits
+/// from bits `2k..2k + 2` of `qh[l]`. `ql` and `qh` are the half's 64 and 32 bytes.
+#[inline]
+pub(crate) fn q6_k_quad(ql: &[u8], qh: &[u8], l: usize) -> [u8; 4] {
+    [
+        (ql[l] & 0x0F) | ((qh[l] & 3) << 4),
+        (ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4),
+        (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
+        (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
+    ]
+}
+
 /// Unpacks Q4_K's 12 scale bytes into 8 six-bit scales and 8 six-bit mins (GGML's
 /// `get_scale_min_k4`): sub-blocks 0-3 keep their low 6 bits in bytes 0-3 (scales) and 4-7
 /// (mins); sub-blocks 4-7 keep their low 4 bits in bytes 8-11 (scale low nibble, min high nibble)

@@ -6,6 +6,7 @@ use half::{bf16, f16};
 
 use super::blocks::{
     Q4_0_BYTES, Q4_1_BYTES, Q4_K_BYTES, Q6_K_BYTES, Q8_0_BYTES, QK, QK_K, f16_at, q4_k_scales_mins,
+    q6_k_quad,
 };
 use super::{DType, KernelError};
 
@@ -115,12 +116,7 @@ fn q6_k(b: &[u8], y: &mut [f32]) {
         let qh = &b[128 + 32 * h..128 + 32 * h + 32];
         let out = &mut y[128 * h..128 * h + 128];
         for l in 0..32 {
-            let q = [
-                (ql[l] & 0x0F) | ((qh[l] & 3) << 4),
-                (ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4),
-                (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
-                (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
-            ];
+            let q = q6_k_quad(ql, qh, l);
             for (k, &q) in q.iter().enumerate() {
                 let e = l + 32 * k;
                 let sc = b[192 + 8 * h + e / 16] as i8;

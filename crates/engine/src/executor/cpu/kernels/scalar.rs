@@ -8,6 +8,7 @@ use half::{bf16, f16};
 
 use super::blocks::{
     Q4_0_BYTES, Q4_1_BYTES, Q4_K_BYTES, Q6_K_BYTES, Q8_0_BYTES, QK, QK_K, f16_at, q4_k_scales_mins,
+    q6_k_quad,
 };
 use super::q8::{BlockQ8, BlockQ8K};
 
@@ -88,12 +89,7 @@ pub fn dot_q6_k(row: &[u8], act: &[BlockQ8K]) -> f32 {
             let ql = &b[64 * h..64 * h + 64];
             let qh = &b[128 + 32 * h..128 + 32 * h + 32];
             for l in 0..32 {
-                let q = [
-                    (ql[l] & 0x0F) | ((qh[l] & 3) << 4),
-                    (ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4),
-                    (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
-                    (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
-                ];
+                let q = q6_k_quad(ql, qh, l);
                 for (k, &q) in q.iter().enumerate() {
                     let e = 128 * h + l + 32 * k;
                     groups[e / 16] += (q as i32 - 32) * a.qs[e] as i32;

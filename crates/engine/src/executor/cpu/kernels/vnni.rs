@@ -24,6 +24,7 @@
 
 use std::arch::x86_64::*;
 
+use super::avx2::nibbles;
 use super::blocks::{Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK};
 use super::q8::BlockQ8;
 
@@ -245,19 +246,6 @@ unsafe fn broadcast32(p: *const i32) -> __m256i {
         );
     }
     v
-}
-
-/// 16 bytes of nibbles at `p` as 32 unsigned bytes: low nibbles, then high nibbles.
-///
-/// # Safety
-/// `p..p + 16` must be readable.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn nibbles(p: *const u8) -> __m256i {
-    // SAFETY: the caller guarantees 16 readable bytes.
-    let both = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(p.cast()) });
-    let shifted = _mm256_srlv_epi64(both, _mm256_set_epi64x(4, 4, 0, 0));
-    _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F))
 }
 
 /// Q4_0 (`w = nibble - 8`) against packed activations.
