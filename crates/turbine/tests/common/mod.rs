@@ -207,6 +207,22 @@ pub async fn stream(connection: &mut Connection, path: &str, body: &Value) -> St
     streamed
 }
 
+/// Polls `check` every 50 ms until it returns `Ok`; after 10 s, fails with its last error.
+pub async fn eventually<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(why) => assert!(Instant::now() < deadline, "{why}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Runs `n` futures at once and collects their outputs.
 pub async fn all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     futures::stream::iter(futures)
