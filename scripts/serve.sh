@@ -3,8 +3,7 @@
 # http://127.0.0.1:8000/v1. Extra arguments go to `turbine serve` (see `turbine serve --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export TURBINE_CACHE="${TURBINE_CACHE:-$HOME/.cache/turbine}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$TURBINE_CACHE/target}"
+. scripts/env.sh
 scripts/deps.sh serve
 scripts/fixtures.sh model
 exec cargo run --release -p turbine -- serve "$@"

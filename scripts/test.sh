@@ -4,8 +4,7 @@
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export TURBINE_CACHE="${TURBINE_CACHE:-$HOME/.cache/turbine}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$TURBINE_CACHE/target}"
+. scripts/env.sh
 scripts/deps.sh test
 scripts/fixtures.sh all
 # The numpy float64 reference that crates/engine/tests/cpu_reference.rs runs.

@@ -5,8 +5,7 @@
 # llama.cpp runs through llama-cpp-python (scripts/reference/llama_cpp_bench.py), 2 threads.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export TURBINE_CACHE="${TURBINE_CACHE:-$HOME/.cache/turbine}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$TURBINE_CACHE/target}"
+. scripts/env.sh
 cargo build --release -p turbine >&2
 bin="$CARGO_TARGET_DIR/release/turbine"
 model="SmolLM2-135M-Instruct"

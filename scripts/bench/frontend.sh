@@ -7,8 +7,7 @@
 # Usage: scripts/bench/frontend.sh [requests-per-concurrency-unit, default 40]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export TURBINE_CACHE="${TURBINE_CACHE:-$HOME/.cache/turbine}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$TURBINE_CACHE/target}"
+. scripts/env.sh
 scale="${1:-40}"
 cargo build --release -p turbine >&2
 bin="$CARGO_TARGET_DIR/release/turbine"
