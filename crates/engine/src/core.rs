@@ -10,7 +10,7 @@ use crate::rng::Rng;
 use crate::scheduler::{ScheduleOutput, Scheduler, SeqId, Sequence};
 use std::time::Duration;
 use turbine_protocols::{
-    EngineOutput, FinishReason, InstanceId, KvEvent, LoadReport, PreprocessedRequest,
+    EngineOutput, FinishReason, InstanceId, KvEvent, KvReplay, LoadReport, PreprocessedRequest,
 };
 
 /// What one step produced for one sequence.
@@ -196,6 +196,11 @@ impl EngineCore {
         self.scheduler.blocks.take_events()
     }
 
+    /// What a router that saw KV events up to `after_id` needs to catch up.
+    pub fn kv_catch_up(&self, after_id: u64) -> KvReplay {
+        self.scheduler.blocks.catch_up(after_id)
+    }
+
     pub fn load(&self) -> LoadReport {
         let s = &self.scheduler;
         LoadReport {
@@ -205,6 +210,7 @@ impl EngineCore {
             waiting_requests: s.num_waiting() as u64,
             running_requests: s.num_running() as u64,
             queued_prefill_tokens: s.queued_prefill_tokens() as u64,
+            kv_event_id: s.blocks.last_event_id(),
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::core::{EngineCore, StepReport};
 use crate::metrics::WorkerHandles;
 use crate::scheduler::SeqId;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +20,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
-use turbine_protocols::{EngineOutput, FinishReason, InstanceId, LoadReport, PreprocessedRequest};
+use turbine_protocols::{
+    EngineOutput, FinishReason, InstanceId, KvReplay, LoadReport, PreprocessedRequest,
+};
 use turbine_runtime::{EngineStream, EventPlane, Generate, RuntimeError};
 
 #[derive(Debug, Clone)]
@@ -46,6 +49,10 @@ enum Command {
         request: PreprocessedRequest,
         cancel: CancellationToken,
         output: OutputSender,
+    },
+    KvCatchUp {
+        after_id: u64,
+        reply: tokio::sync::oneshot::Sender<KvReplay>,
     },
     Stop,
 }
@@ -117,6 +124,22 @@ impl Generate for Worker {
         }
         UnboundedReceiverStream::new(rx).boxed()
     }
+
+    fn kv_catch_up(&self, after_id: u64) -> BoxFuture<'static, Result<KvReplay, RuntimeError>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = self
+            .commands
+            .lock()
+            .send(Command::KvCatchUp { after_id, reply });
+        Box::pin(async move {
+            if sent.is_err() {
+                return Err(RuntimeError::Engine("the worker has stopped".into()));
+            }
+            answer
+                .await
+                .map_err(|_| RuntimeError::Engine("the worker has stopped".into()))
+        })
+    }
 }
 
 struct Active {
@@ -155,9 +178,7 @@ impl EngineThread {
                     Err(err) => self.fail_all(&err.to_string()),
                 }
             }
-            for event in self.core.take_kv_events() {
-                self.events.publish_kv(event);
-            }
+            self.publish_kv_events();
             self.report_load();
         }
     }
@@ -191,6 +212,12 @@ impl EngineThread {
     fn handle(&mut self, command: Command) -> bool {
         match command {
             Command::Stop => false,
+            Command::KvCatchUp { after_id, reply } => {
+                // Publish what is pending first, so the answer never runs ahead of the plane.
+                self.publish_kv_events();
+                let _ = reply.send(self.core.kv_catch_up(after_id));
+                true
+            }
             Command::Generate {
                 request,
                 cancel,
@@ -216,6 +243,12 @@ impl EngineThread {
                 }
                 true
             }
+        }
+    }
+
+    fn publish_kv_events(&mut self) {
+        for event in self.core.take_kv_events() {
+            self.events.publish_kv(event);
         }
     }
 

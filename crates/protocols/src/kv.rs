@@ -62,4 +62,23 @@ pub struct LoadReport {
     pub running_requests: u64,
     /// Prompt tokens still to be computed for waiting and running requests.
     pub queued_prefill_tokens: u64,
+    /// The id of the last KV event the worker published (0 before any): lets a subscriber
+    /// notice lost events even when the worker has gone quiet.
+    #[serde(default)]
+    pub kv_event_id: u64,
+}
+
+/// A worker's answer to "what happened to your cache after event `after`?", how a subscriber
+/// that missed events (or just arrived) catches up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum KvReplay {
+    /// The events after `after`, in order (none if nothing happened since).
+    Events { events: Vec<KvEvent> },
+    /// The events are gone from the worker's replay buffer: here is its whole cache instead, as
+    /// `Stored` data parent-first, as of event `event_id`.
+    Snapshot {
+        event_id: u64,
+        stored: Vec<KvEventData>,
+    },
 }

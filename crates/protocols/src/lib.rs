@@ -10,4 +10,4 @@ pub use engine::{
     EngineOutput, FinishReason, PreprocessedRequest, SamplingOptions, StopConditions,
 };
 pub use instance::{InstanceId, InstanceRecord, ModelCard, WorkerRole};
-pub use kv::{KvEvent, KvEventData, LoadReport, StorageTier, StoredBlock};
+pub use kv::{KvEvent, KvEventData, KvReplay, LoadReport, StorageTier, StoredBlock};

@@ -12,4 +12,6 @@ pub enum RuntimeError {
     Overloaded(InstanceId),
     #[error("engine failed: {0}")]
     Engine(String),
+    #[error("not supported: {0}")]
+    Unsupported(String),
 }

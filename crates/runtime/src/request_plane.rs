@@ -13,7 +13,7 @@ use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-use turbine_protocols::{EngineOutput, InstanceId, InstanceRecord, PreprocessedRequest};
+use turbine_protocols::{EngineOutput, InstanceId, InstanceRecord, KvReplay, PreprocessedRequest};
 
 /// A worker's output for one request, ending after the item with a finish reason.
 pub type EngineStream = BoxStream<'static, Result<EngineOutput, RuntimeError>>;
@@ -22,6 +22,17 @@ pub type EngineStream = BoxStream<'static, Result<EngineOutput, RuntimeError>>;
 pub trait Generate: Send + Sync {
     /// Starts a request. The engine stops work on it when `cancel` fires.
     fn generate(&self, request: PreprocessedRequest, cancel: CancellationToken) -> EngineStream;
+
+    /// KV events after `after_id` (or the whole cache), for a router catching up. Workers that
+    /// publish no KV events keep this default.
+    fn kv_catch_up(&self, after_id: u64) -> BoxFuture<'static, Result<KvReplay, RuntimeError>> {
+        let _ = after_id;
+        Box::pin(async {
+            Err(RuntimeError::Unsupported(
+                "this worker publishes no KV events".into(),
+            ))
+        })
+    }
 }
 
 /// The frontend's side: reach a worker by its instance record.
@@ -31,6 +42,13 @@ pub trait RequestPlane: Send + Sync {
         instance: &InstanceRecord,
         request: PreprocessedRequest,
     ) -> BoxFuture<'_, Result<EngineStream, RuntimeError>>;
+
+    /// Asks a worker for the KV events a router missed (see [`Generate::kv_catch_up`]).
+    fn kv_catch_up(
+        &self,
+        instance: InstanceId,
+        after_id: u64,
+    ) -> BoxFuture<'static, Result<KvReplay, RuntimeError>>;
 }
 
 /// Request plane inside one process: a table of workers' handlers, called directly.
@@ -70,6 +88,17 @@ impl RequestPlane for EmbeddedRequestPlane {
                 })
                 .boxed())
         })
+    }
+
+    fn kv_catch_up(
+        &self,
+        instance: InstanceId,
+        after_id: u64,
+    ) -> BoxFuture<'static, Result<KvReplay, RuntimeError>> {
+        match self.handlers.read().get(&instance) {
+            Some(handler) => handler.kv_catch_up(after_id),
+            None => Box::pin(async move { Err(RuntimeError::Unreachable(instance)) }),
+        }
     }
 }
 

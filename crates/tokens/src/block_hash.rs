@@ -12,6 +12,9 @@
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
+/// The seed of plain requests (no LoRA adapter, no cache salt); engine and router both use it.
+pub const BLOCK_HASH_SEED: u64 = 0;
+
 /// The hashes of one full block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BlockHash {

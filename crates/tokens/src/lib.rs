@@ -13,7 +13,7 @@ pub mod stop;
 mod token_bytes;
 pub mod tokenizer;
 
-pub use block_hash::{BlockHash, compute_block_hashes, hash_block};
+pub use block_hash::{BLOCK_HASH_SEED, BlockHash, compute_block_hashes, hash_block};
 pub use chat_template::{ChatTemplate, ChatTemplateInput};
 pub use detokenizer::IncrementalDetokenizer;
 pub use error::TokensError;

@@ -13,7 +13,7 @@
 use super::event_log::EventLog;
 use super::free_list::FreeList;
 use std::collections::HashMap;
-use turbine_protocols::{InstanceId, KvEvent, KvEventData, StorageTier, StoredBlock};
+use turbine_protocols::{InstanceId, KvEvent, KvEventData, KvReplay, StorageTier, StoredBlock};
 use turbine_tokens::BlockHash;
 
 pub type BlockId = u32;
@@ -217,6 +217,18 @@ impl BlockManager {
     /// Events after `after_id`, if still buffered.
     pub fn replay(&self, after_id: u64) -> Option<Vec<KvEvent>> {
         self.events.replay(after_id)
+    }
+
+    /// What a subscriber that saw events up to `after_id` needs to catch up: the missed events if
+    /// still buffered, else the whole cache.
+    pub fn catch_up(&self, after_id: u64) -> KvReplay {
+        match self.replay(after_id) {
+            Some(events) => KvReplay::Events { events },
+            None => KvReplay::Snapshot {
+                event_id: self.last_event_id(),
+                stored: self.dump(),
+            },
+        }
     }
 
     /// The whole cached set as `Stored` events, each parent before its children.

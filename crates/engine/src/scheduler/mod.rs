@@ -22,6 +22,7 @@ use crate::config::EngineConfig;
 use crate::kv::BlockManager;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
+use turbine_tokens::BLOCK_HASH_SEED;
 
 /// Sequence ids come from a counter, never from input, so a multiplicative hash spreads them
 /// well and costs a fraction of SipHash.
@@ -43,9 +44,6 @@ impl Hasher for SeqIdHasher {
         self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
-
-/// Prefix-cache seed: no LoRA adapters or cache salts yet.
-pub const HASH_SEED: u64 = 0;
 
 /// One sequence's share of a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +101,7 @@ impl Scheduler {
 
     pub fn add(&mut self, mut seq: Sequence) {
         seq.status = Status::Waiting;
-        seq.hash_blocks(seq.tokens.len(), self.config.block_size, HASH_SEED);
+        seq.hash_blocks(seq.tokens.len(), self.config.block_size, BLOCK_HASH_SEED);
         self.waiting.insert((seq.order_key(), seq.id));
         self.seqs.insert(seq.id, seq);
     }
@@ -286,7 +284,7 @@ impl Scheduler {
             return;
         };
         seq.num_computed = (work.start + work.num_new).min(seq.tokens.len());
-        seq.hash_blocks(seq.num_computed, bs, HASH_SEED);
+        seq.hash_blocks(seq.num_computed, bs, BLOCK_HASH_SEED);
         let full = (seq.num_computed / bs)
             .min(seq.blocks.len())
             .min(seq.hashes.len());
