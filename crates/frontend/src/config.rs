@@ -15,6 +15,8 @@ pub struct FrontendConfig {
     pub api_keys: Vec<String>,
     /// The `Retry-After` seconds sent with 503.
     pub retry_after_secs: u64,
+    /// How requests are spread over a model's workers.
+    pub router: turbine_router::RouterConfig,
 }
 
 impl Default for FrontendConfig {
@@ -27,6 +29,7 @@ impl Default for FrontendConfig {
             max_queued_requests: 4096,
             api_keys: Vec::new(),
             retry_after_secs: 1,
+            router: Default::default(),
         }
     }
 }

@@ -8,6 +8,7 @@ use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
 use turbine_protocols::openai::{OpenAiFinishReason, Usage};
 use turbine_protocols::{EngineOutput, FinishReason};
+use turbine_router::RouteGuard;
 use turbine_runtime::{EngineStream, RuntimeError};
 use turbine_tokens::{IncrementalDetokenizer, StopStringMatcher, Tokenizer};
 
@@ -29,6 +30,8 @@ pub struct Choice {
     pub index: u32,
     /// `None` once finished: dropping the engine stream cancels the engine's work.
     engine: Option<EngineStream>,
+    /// The request's load on its worker, as the router books it; `None` once finished.
+    route: Option<RouteGuard>,
     detokenizer: IncrementalDetokenizer,
     stops: StopStringMatcher,
     prompt_tokens: u32,
@@ -44,10 +47,12 @@ impl Choice {
         skip_special_tokens: bool,
         stop_strings: Vec<String>,
         prompt_tokens: usize,
+        route: RouteGuard,
     ) -> Self {
         Self {
             index,
             engine: Some(engine),
+            route: Some(route),
             detokenizer: IncrementalDetokenizer::new(tokenizer, skip_special_tokens),
             stops: StopStringMatcher::new(stop_strings),
             prompt_tokens: prompt_tokens as u32,
@@ -99,6 +104,9 @@ impl Choice {
             self.cached_tokens = cached;
         }
         step.new_tokens += output.token_ids.len();
+        if let Some(route) = &mut self.route {
+            route.generated(output.token_ids.len());
+        }
         self.completion_tokens += output.token_ids.len() as u32;
         let mut text = self.detokenizer.push_many(&output.token_ids);
         let finish = match output.finish_reason {
@@ -121,20 +129,26 @@ impl Choice {
         step.text.push_str(&matched.text);
         if matched.stopped {
             step.finish = Some(OpenAiFinishReason::Stop);
-            self.engine = None;
+            self.end();
             return Some(Ok(()));
         }
         if finish.is_some() {
             step.text.push_str(&self.stops.flush());
             step.finish = finish;
-            self.engine = None;
+            self.end();
             return Some(Ok(()));
         }
         None
     }
 
-    fn fail(&mut self, err: RuntimeError) -> ApiError {
+    /// Stops the engine's work (if any is left) and takes the request's load off its worker.
+    fn end(&mut self) {
         self.engine = None;
+        self.route = None;
+    }
+
+    fn fail(&mut self, err: RuntimeError) -> ApiError {
+        self.end();
         match err {
             RuntimeError::Engine(message) => {
                 ApiError::internal(format!("generation failed: {message}"))

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod generate;
+pub mod kv_events;
 pub mod metrics;
 pub mod preprocess;
 pub mod registry;

@@ -1,31 +1,35 @@
 //! The models this frontend serves, kept in step with discovery: a model is listed while at least
 //! one live instance serves it and its tokenizer has loaded. Tokenizers and chat templates load off
-//! the async threads, once per model name.
+//! the async threads, once per model name. Each model has its own router over its instances.
 
+use crate::kv_events;
 use parking_lot::RwLock;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
-use turbine_protocols::{InstanceRecord, ModelCard};
-use turbine_runtime::Instances;
+use turbine_protocols::{InstanceId, InstanceRecord, ModelCard};
+use turbine_router::{KvRouter, RouterConfig, RouterMetrics};
+use turbine_runtime::{Instances, RequestPlane};
 use turbine_tokens::{ChatTemplate, ModelTokenizer, Tokenizer};
 
-/// One served model: what preprocessing needs, and the instances that serve it.
+/// One served model: what preprocessing needs, the instances that serve it, and its router.
 pub struct ModelEntry {
     pub card: ModelCard,
     pub tokenizer: Arc<Tokenizer>,
     pub template: Option<ChatTemplate>,
     /// Unix seconds when this frontend first saw the model.
     pub created: u64,
-    instances: RwLock<Vec<InstanceRecord>>,
-    next: AtomicUsize,
+    pub router: Arc<KvRouter>,
+    instances: RwLock<BTreeMap<InstanceId, InstanceRecord>>,
 }
 
 impl ModelEntry {
     /// Loads the tokenizer and chat template named by the card. Blocking: call off the async threads.
-    pub fn load(card: ModelCard) -> Result<Self, turbine_tokens::TokensError> {
+    pub fn load(
+        card: ModelCard,
+        router: Arc<KvRouter>,
+    ) -> Result<Self, turbine_tokens::TokensError> {
         let model = ModelTokenizer::load(std::path::Path::new(&card.source))?;
         let template = match &model.chat_template {
             Some(source) => Some(ChatTemplate::new(
@@ -40,19 +44,14 @@ impl ModelEntry {
             tokenizer: model.tokenizer,
             template,
             created: unix_now(),
-            instances: RwLock::new(Vec::new()),
-            next: AtomicUsize::new(0),
+            router,
+            instances: RwLock::new(BTreeMap::new()),
         })
     }
 
-    /// The next instance in round-robin order, if any serves this model.
-    pub fn pick_instance(&self) -> Option<InstanceRecord> {
-        let instances = self.instances.read();
-        if instances.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % instances.len();
-        Some(instances[i].clone())
+    /// The record of an instance serving this model (the router names instances by id).
+    pub fn instance(&self, id: InstanceId) -> Option<InstanceRecord> {
+        self.instances.read().get(&id).cloned()
     }
 }
 
@@ -63,12 +62,38 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-#[derive(Default)]
 pub struct ModelRegistry {
     models: RwLock<BTreeMap<String, Arc<ModelEntry>>>,
+    /// Which model each instance serves, to hand its events to the right router.
+    by_instance: RwLock<HashMap<InstanceId, Arc<ModelEntry>>>,
+    router_config: RouterConfig,
+    router_metrics: RouterMetrics,
+    plane: Arc<dyn RequestPlane>,
 }
 
 impl ModelRegistry {
+    pub fn new(
+        router_config: RouterConfig,
+        router_metrics: RouterMetrics,
+        plane: Arc<dyn RequestPlane>,
+    ) -> Self {
+        Self {
+            models: RwLock::default(),
+            by_instance: RwLock::default(),
+            router_config,
+            router_metrics,
+            plane,
+        }
+    }
+
+    /// The router of the model `instance` serves.
+    pub fn router_of(&self, instance: InstanceId) -> Option<Arc<KvRouter>> {
+        self.by_instance
+            .read()
+            .get(&instance)
+            .map(|e| e.router.clone())
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<ModelEntry>> {
         self.models.read().get(name).cloned()
     }
@@ -96,13 +121,22 @@ impl ModelRegistry {
                 .or_default()
                 .push(record.clone());
         }
-        self.models
-            .write()
-            .retain(|name, _| by_model.contains_key(name));
+        let dropped: Vec<Arc<ModelEntry>> = self
+            .models
+            .read()
+            .iter()
+            .filter(|(name, _)| !by_model.contains_key(*name))
+            .map(|(_, e)| e.clone())
+            .collect();
+        for entry in dropped {
+            entry.router.set_workers(&[]);
+            self.models.write().remove(&entry.card.name);
+        }
+        let mut by_instance = HashMap::new();
         for (name, records) in by_model {
             let entry = match self.get(&name) {
                 Some(entry) => entry,
-                None => match load(records[0].model.clone()).await {
+                None => match self.load(records[0].model.clone()).await {
                     Some(entry) => {
                         self.models.write().insert(name.clone(), entry.clone());
                         entry
@@ -113,15 +147,37 @@ impl ModelRegistry {
             if records.iter().any(|r| r.model != entry.card) {
                 tracing::warn!(model = %name, "instances announce different model cards; using the first one seen");
             }
-            *entry.instances.write() = records;
+            let ids: Vec<InstanceId> = records.iter().map(|r| r.id).collect();
+            for &id in &ids {
+                by_instance.insert(id, entry.clone());
+            }
+            *entry.instances.write() = records.into_iter().map(|r| (r.id, r)).collect();
+            // New workers: fetch their caches so the index starts out right.
+            for worker in entry.router.set_workers(&ids) {
+                let router = entry.router.clone();
+                let plane = self.plane.clone();
+                tokio::spawn(async move {
+                    kv_events::catch_up(&router, plane.as_ref(), worker, 0).await;
+                });
+            }
         }
+        *self.by_instance.write() = by_instance;
+    }
+
+    async fn load(&self, card: ModelCard) -> Option<Arc<ModelEntry>> {
+        let router = KvRouter::new(
+            self.router_config.clone(),
+            card.block_size as usize,
+            self.router_metrics.for_model(&card.name),
+        );
+        load(card, router).await
     }
 }
 
-async fn load(card: ModelCard) -> Option<Arc<ModelEntry>> {
+async fn load(card: ModelCard, router: Arc<KvRouter>) -> Option<Arc<ModelEntry>> {
     let name = card.name.clone();
     let source = card.source.clone();
-    match tokio::task::spawn_blocking(move || ModelEntry::load(card)).await {
+    match tokio::task::spawn_blocking(move || ModelEntry::load(card, router)).await {
         Ok(Ok(entry)) => {
             tracing::info!(model = %name, %source, "model registered");
             Some(Arc::new(entry))

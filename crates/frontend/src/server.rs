@@ -4,6 +4,7 @@ use crate::admission::Admission;
 use crate::auth::{ApiKeys, require_api_key};
 use crate::config::FrontendConfig;
 use crate::error::ApiError;
+use crate::kv_events;
 use crate::metrics::FrontendMetrics;
 use crate::registry::ModelRegistry;
 use crate::response::Endpoint;
@@ -19,7 +20,8 @@ use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use turbine_runtime::{Discovery, RequestPlane};
+use turbine_router::RouterMetrics;
+use turbine_runtime::{Discovery, EventPlane, RequestPlane};
 
 /// Request bodies up to this size are parsed, templated and tokenized in place: that takes tens of
 /// microseconds, less than a hand-off to the blocking pool. Larger ones go to the blocking pool so
@@ -41,11 +43,18 @@ impl AppState {
         config: FrontendConfig,
         discovery: &dyn Discovery,
         plane: Arc<dyn RequestPlane>,
+        events: Arc<dyn EventPlane>,
         prometheus: prometheus::Registry,
     ) -> prometheus::Result<Arc<Self>> {
         let metrics = Arc::new(FrontendMetrics::register(&prometheus)?);
-        let registry = Arc::new(ModelRegistry::default());
+        let router_metrics = RouterMetrics::register(&prometheus)?;
+        let registry = Arc::new(ModelRegistry::new(
+            config.router.clone(),
+            router_metrics,
+            plane.clone(),
+        ));
         tokio::spawn(registry.clone().follow(discovery.watch()));
+        tokio::spawn(kv_events::follow(registry.clone(), events, plane.clone()));
         Ok(Arc::new(Self {
             admission: Admission::new(
                 config.max_concurrent_requests,

@@ -221,9 +221,13 @@ impl KvRouter {
         }
         state.last = Some(event.event_id);
         state.retry_at = None;
-        drop(sync);
+        // Still under the lock: a catch-up applied in between would otherwise be overwritten by
+        // this older event.
         self.index.apply(event.worker_id, &event.data);
         self.metrics.events_applied.inc();
+        self.metrics
+            .indexed_blocks
+            .set(self.index.num_blocks() as i64);
         Ingest::Applied
     }
 
@@ -241,6 +245,7 @@ impl KvRouter {
             return;
         };
         match answer {
+            Ok(KvReplay::Snapshot { event_id, .. }) if state.last >= Some(event_id) => {}
             Ok(KvReplay::Snapshot { event_id, stored }) => {
                 self.index.clear(worker);
                 for data in &stored {

@@ -168,6 +168,11 @@ fn the_index_matches_the_workers_caches_through_lost_and_repeated_events() {
                 assert!(router.index().holds(w.id, hash), "round {round}");
             }
         }
+        let union: HashSet<u64> = workers
+            .iter()
+            .flat_map(|w| w.blocks.cached_hashes())
+            .collect();
+        assert_eq!(router.index().num_blocks(), union.len(), "round {round}");
         for _ in 0..4 {
             let hashes: Vec<u64> = compute_block_hashes(&prompt(&mut rng), BS, BLOCK_HASH_SEED)
                 .iter()

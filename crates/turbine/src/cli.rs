@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use turbine_router::{CostWeights, QueuePolicy, RouterConfig, RoutingPolicy};
 
 #[derive(Parser)]
 #[command(name = "turbine", version, about = "Distributed LLM inference serving")]
@@ -14,7 +15,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Serve a model through the OpenAI-compatible API, everything in one process.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Load an OpenAI-compatible server and report latency and throughput.
     Bench(BenchArgs),
 }
@@ -112,6 +113,8 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, how long in-flight requests may take to finish, in seconds.
     #[arg(long, default_value_t = 30, env = "TURBINE_SHUTDOWN_TIMEOUT_SECS")]
     pub shutdown_timeout_secs: u64,
+    #[command(flatten)]
+    pub router: RouterArgs,
 }
 
 #[derive(Args, Debug)]
@@ -148,4 +151,73 @@ pub struct BenchArgs {
     /// Also write the report as JSON to this file.
     #[arg(long, env = "TURBINE_BENCH_JSON")]
     pub json: Option<PathBuf>,
+}
+
+/// How requests are spread over workers (`turbine serve`, `turbine sim`).
+#[derive(Args, Debug, Clone)]
+pub struct RouterArgs {
+    /// kv: KV-cache overlap weighed against load; or round-robin, random, least-loaded,
+    /// power-of-two.
+    #[arg(long = "router", default_value = "kv", env = "TURBINE_ROUTER")]
+    pub policy: RoutingPolicy,
+    /// kv: weight of prefill work (uncached prompt blocks) against decode load (active blocks).
+    #[arg(long, default_value_t = 1.0, env = "TURBINE_ROUTER_OVERLAP_WEIGHT")]
+    pub router_overlap_weight: f64,
+    /// kv: 0 picks the lowest cost; above 0, a random pick weighted by exp(-cost/temperature).
+    #[arg(long, default_value_t = 0.0, env = "TURBINE_ROUTER_TEMPERATURE")]
+    pub router_temperature: f64,
+    /// kv: leave out workers with more work than this many times the mean (0: off).
+    #[arg(long, default_value_t = 1.5, env = "TURBINE_ROUTER_HOTSPOT_FACTOR")]
+    pub router_hotspot_factor: f64,
+    /// kv: ignore KV events and index the router's own decisions instead (for workers that
+    /// publish no events; those are detected and handled so anyway).
+    #[arg(long, env = "TURBINE_ROUTER_APPROXIMATE")]
+    pub router_approximate: bool,
+    /// Approximate mode: seconds a prompt sent to a worker is assumed to stay cached there.
+    #[arg(
+        long,
+        default_value_t = 120.0,
+        env = "TURBINE_ROUTER_APPROXIMATE_TTL_SECS"
+    )]
+    pub router_approximate_ttl_secs: f64,
+    /// A worker is busy above this share of its KV blocks in use; when all are, requests queue.
+    #[arg(long, default_value_t = 0.95, env = "TURBINE_ROUTER_BUSY_KV_USAGE")]
+    pub router_busy_kv_usage: f64,
+    /// A worker is also busy with more prompt tokens than this waiting to be prefilled.
+    #[arg(long, env = "TURBINE_ROUTER_BUSY_PREFILL_TOKENS")]
+    pub router_busy_prefill_tokens: Option<u64>,
+    /// Requests that may wait while every worker is busy; beyond that, 503 with Retry-After.
+    #[arg(long, default_value_t = 1024, env = "TURBINE_ROUTER_QUEUE_SIZE")]
+    pub router_queue_size: usize,
+    /// Order of the router's queue: fcfs or shortest-prefill-first.
+    #[arg(long, default_value = "fcfs", env = "TURBINE_ROUTER_QUEUE_POLICY")]
+    pub router_queue_policy: QueuePolicy,
+    /// Seed of the router's random choices.
+    #[arg(long, default_value_t = 0, env = "TURBINE_ROUTER_SEED")]
+    pub router_seed: u64,
+}
+
+impl RouterArgs {
+    pub fn config(&self) -> anyhow::Result<RouterConfig> {
+        let ttl = self.router_approximate_ttl_secs;
+        if !(ttl.is_finite() && ttl > 0.0) {
+            anyhow::bail!("--router-approximate-ttl-secs must be a positive number of seconds");
+        }
+        Ok(RouterConfig {
+            policy: self.policy,
+            weights: CostWeights {
+                overlap_weight: self.router_overlap_weight,
+                temperature: self.router_temperature.max(0.0),
+                hotspot_factor: self.router_hotspot_factor.max(0.0),
+            },
+            approximate: self.router_approximate,
+            approximate_ttl: std::time::Duration::from_secs_f64(ttl),
+            busy_kv_usage: self.router_busy_kv_usage,
+            busy_prefill_tokens: self.router_busy_prefill_tokens,
+            queue_capacity: self.router_queue_size,
+            queue_policy: self.router_queue_policy,
+            seed: self.router_seed,
+            ..Default::default()
+        })
+    }
 }

@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        cli::Command::Serve(args) => runtime.block_on(serve::run(args)),
+        cli::Command::Serve(args) => runtime.block_on(serve::run(*args)),
         cli::Command::Bench(args) => runtime.block_on(bench::run(args)),
     }
 }

@@ -98,7 +98,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let config = frontend_config(&args)?;
-    let state = AppState::new(config, discovery.as_ref(), plane.clone(), prometheus)?;
+    let state = AppState::new(
+        config,
+        discovery.as_ref(),
+        plane.clone(),
+        events.clone(),
+        prometheus,
+    )?;
     wait_for_model(&state, &card.name).await?;
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
@@ -238,6 +244,7 @@ fn frontend_config(args: &ServeArgs) -> anyhow::Result<FrontendConfig> {
         max_queued_requests: args.max_queued_requests,
         api_keys,
         retry_after_secs: 1,
+        router: args.router.config()?,
     })
 }
 

@@ -18,6 +18,7 @@ use futures::stream::{self, BoxStream, SelectAll};
 use std::sync::Arc;
 use turbine_protocols::PreprocessedRequest;
 use turbine_protocols::openai::{OpenAiFinishReason, Usage};
+use turbine_router::RouteError;
 
 use crate::server::INLINE_PREPROCESS_BYTES;
 
@@ -60,10 +61,28 @@ pub async fn serve(
     for (index, mut request) in requests.into_iter().enumerate() {
         request.request_id = format!("{}-{index}", meta.id);
         let prompt_tokens = request.token_ids.len();
-        let instance = entry.pick_instance().ok_or_else(|| {
+        let retry = state.config.retry_after_secs;
+        let route = entry
+            .router
+            .route(&request.token_ids)
+            .await
+            .map_err(|e| match e {
+                RouteError::NoWorkers => ApiError::overloaded(
+                    format!("No worker serves `{}` right now.", entry.card.name),
+                    retry,
+                ),
+                RouteError::Overloaded => ApiError::overloaded(
+                    format!(
+                        "Every worker serving `{}` is busy; try again.",
+                        entry.card.name
+                    ),
+                    retry,
+                ),
+            })?;
+        let instance = entry.instance(route.worker()).ok_or_else(|| {
             ApiError::overloaded(
-                format!("No worker serves `{}` right now.", entry.card.name),
-                state.config.retry_after_secs,
+                format!("The worker chosen for `{}` just left.", entry.card.name),
+                retry,
             )
         })?;
         let engine = state
@@ -83,6 +102,7 @@ pub async fn serve(
             params.skip_special_tokens,
             params.stop_strings.clone(),
             prompt_tokens,
+            route,
         ));
     }
     let run = Run {

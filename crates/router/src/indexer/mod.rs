@@ -25,6 +25,7 @@ pub use holders::{Holders, Slot};
 use foldhash::fast::RandomState;
 use parking_lot::RwLock;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use turbine_protocols::{InstanceId, KvEventData, StorageTier};
 
 const SHARDS: usize = 16;
@@ -83,6 +84,8 @@ impl Workers {
 pub struct KvIndexer {
     shards: Box<[RwLock<BlockMap>]>,
     workers: RwLock<Workers>,
+    /// Entries over all shards.
+    entries: AtomicUsize,
 }
 
 impl Default for KvIndexer {
@@ -98,6 +101,7 @@ impl KvIndexer {
                 .map(|_| RwLock::new(BlockMap::default()))
                 .collect(),
             workers: RwLock::new(Workers::default()),
+            entries: AtomicUsize::new(0),
         }
     }
 
@@ -130,6 +134,7 @@ impl KvIndexer {
                 Some(holders) => added += u64::from(holders.insert(slot)),
                 None => {
                     shard.insert(hash, Holders::One(slot));
+                    self.entries.fetch_add(1, Ordering::Relaxed);
                     added += 1;
                 }
             }
@@ -148,8 +153,13 @@ impl KvIndexer {
             if let Some(holders) = shard.remove(&hash) {
                 let (was, rest) = holders.remove(slot);
                 removed += u64::from(was);
-                if let Some(rest) = rest {
-                    shard.insert(hash, rest);
+                match rest {
+                    Some(rest) => {
+                        shard.insert(hash, rest);
+                    }
+                    None => {
+                        self.entries.fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -190,10 +200,15 @@ impl KvIndexer {
                 .map(|(&k, _)| k)
                 .collect();
             for hash in held {
-                if let Some(holders) = shard.remove(&hash)
-                    && let (_, Some(rest)) = holders.remove(slot)
-                {
-                    shard.insert(hash, rest);
+                if let Some(holders) = shard.remove(&hash) {
+                    match holders.remove(slot) {
+                        (_, Some(rest)) => {
+                            shard.insert(hash, rest);
+                        }
+                        (_, None) => {
+                            self.entries.fetch_sub(1, Ordering::Relaxed);
+                        }
+                    }
                 }
             }
         }
@@ -242,7 +257,7 @@ impl KvIndexer {
 
     /// Blocks indexed (distinct sequence hashes).
     pub fn num_blocks(&self) -> usize {
-        self.shards.iter().map(|s| s.read().len()).sum()
+        self.entries.load(Ordering::Relaxed)
     }
 
     /// Blocks `worker` holds.
