@@ -11,7 +11,8 @@
 //!   and has no duplicates (`Holders`).
 //! - `find_matches` counts, per worker, the blocks it holds from the prompt's first block up to
 //!   its first missing one, the prefix an engine's prefix cache would reuse. It stops as soon as
-//!   no worker is still matching, so a miss costs one lookup.
+//!   no worker is still matching, so a miss costs one lookup, and it jumps ahead over runs every
+//!   matching worker holds (exact as long as a worker holding a block holds its prefix).
 //! - The map is split into shards, each behind its own read-write lock: lookups take read locks
 //!   one block at a time and run concurrently with each other and with writes to other shards;
 //!   a write holds one shard's lock for one block.
@@ -29,6 +30,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use turbine_protocols::{InstanceId, KvEventData, StorageTier};
 
 const SHARDS: usize = 16;
+
+/// How far `find_matches` looks ahead (see there).
+const JUMP: usize = 16;
 
 /// Per worker, how many of a prompt's leading blocks it holds (only workers holding at least one).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -215,9 +219,14 @@ impl KvIndexer {
     }
 
     /// For each worker, the number of leading blocks of `seq_hashes` it holds.
+    ///
+    /// Jump search: from a run confirmed for every still-matching worker, look `JUMP` blocks
+    /// ahead; if all of them hold that block, the run extends to it without visiting the blocks
+    /// in between (engines evict a block's descendants before the block itself, so a worker
+    /// holding a block holds its prefix). Otherwise the blocks in between are visited one by
+    /// one to find where each worker's run ends. A deep hit costs `depth / JUMP` lookups.
     pub fn find_matches(&self, seq_hashes: &[u64]) -> OverlapScores {
-        let mut scores = Vec::new();
-        let Some((&first, rest)) = seq_hashes.split_first() else {
+        let Some(&first) = seq_hashes.first() else {
             return OverlapScores::default();
         };
         let mut active: Vec<Slot> = match self.shard(first).read().get(&first) {
@@ -225,34 +234,47 @@ impl KvIndexer {
             None => return OverlapScores::default(),
         };
         let mut ended: Vec<(Slot, u32)> = Vec::new();
-        let mut depth = 1u32;
-        for &hash in rest {
-            let shard = self.shard(hash).read();
-            match shard.get(&hash) {
-                None => break,
-                Some(holders) if holders.len() >= active.len() && covers(holders, &active) => {}
-                Some(holders) => active.retain(|&slot| {
-                    let keep = holders.contains(slot);
-                    if !keep {
-                        ended.push((slot, depth));
+        // Every slot in `active` holds blocks `0..=confirmed`.
+        let mut confirmed = 0;
+        let last = seq_hashes.len() - 1;
+        while !active.is_empty() && confirmed < last {
+            let ahead = (confirmed + JUMP).min(last);
+            let all_hold = self.with_holders(seq_hashes[ahead], |holders| {
+                holders.is_some_and(|h| h.len() >= active.len() && covers(h, &active))
+            });
+            if !all_hold {
+                for at in confirmed + 1..=ahead {
+                    self.with_holders(seq_hashes[at], |holders| {
+                        active.retain(|&slot| {
+                            let keep = holders.is_some_and(|h| h.contains(slot));
+                            if !keep {
+                                ended.push((slot, at as u32));
+                            }
+                            keep
+                        })
+                    });
+                    if active.is_empty() {
+                        break;
                     }
-                    keep
-                }),
+                }
             }
-            drop(shard);
-            if active.is_empty() {
-                break;
-            }
-            depth += 1;
+            confirmed = ahead;
         }
+        let depth = confirmed as u32 + 1;
         ended.extend(active.iter().map(|&slot| (slot, depth)));
         let workers = self.workers.read();
-        for (slot, depth) in ended {
-            if let Some(Some(id)) = workers.id_of.get(slot as usize) {
-                scores.push((*id, depth));
-            }
-        }
+        let scores = ended
+            .into_iter()
+            .filter_map(|(slot, depth)| {
+                let id = (*workers.id_of.get(slot as usize)?)?;
+                Some((id, depth))
+            })
+            .collect();
         OverlapScores { scores }
+    }
+
+    fn with_holders<T>(&self, hash: u64, f: impl FnOnce(Option<&Holders>) -> T) -> T {
+        f(self.shard(hash).read().get(&hash))
     }
 
     /// Blocks indexed (distinct sequence hashes).
