@@ -21,18 +21,18 @@ start() { # start SERVE_FLAGS...; sets $pid and $url
   rm -f "$out"
 }
 
-echo "## zero-delay echo, prompt 128 words, 128 tokens per request"
+echo "## zero-delay echo, prompt 128 tokens, 128 tokens per request"
 start --engine echo
 for c in 1 64 512; do
   n=$((c * scale)); [ "$n" -lt 2000 ] && n=2000
   echo "### concurrency $c, $n requests"
-  "$bin" bench --url "$url" --concurrency "$c" --requests "$n" --prompt-words 128 --max-tokens 128 2>/dev/null
+  "$bin" bench --url "$url" --concurrency "$c" --requests "$n" --warmup "$c" --input-len 128 --output-len 128 2>/dev/null
 done
 kill "$pid"; wait "$pid" 2>/dev/null || true
 
 echo "## echo with 1 ms between tokens, concurrency 64 (added TTFT under streaming load)"
 start --engine echo --echo-delay-ms 1
-"$bin" bench --url "$url" --concurrency 64 --requests $((64 * scale / 4)) --prompt-words 128 --max-tokens 128 2>/dev/null
+"$bin" bench --url "$url" --concurrency 64 --requests $((64 * scale / 4)) --warmup 64 --input-len 128 --output-len 128 2>/dev/null
 kill "$pid"; wait "$pid" 2>/dev/null || true
 
 echo "## chat path, ~4k-token prompt: template + tokenize"

@@ -3,6 +3,7 @@
 mod bench;
 mod cli;
 mod serve;
+mod workload;
 
 use clap::Parser;
 

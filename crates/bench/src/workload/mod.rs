@@ -18,7 +18,7 @@ mod vocabulary;
 pub use multi_turn::MultiTurn;
 pub use shared_prefix::SharedPrefix;
 pub use synthetic::Synthetic;
-pub use trace::{TraceRecord, TraceReplay, read_trace};
+pub use trace::{TRACE_BLOCK_SIZE, TraceRecord, TraceReplay, read_trace};
 pub use vocabulary::Vocabulary;
 
 use crate::rng::Rng;
