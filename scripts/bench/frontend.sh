@@ -8,18 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/env.sh
+. scripts/bench/serve.sh
 scale="${1:-40}"
 cargo build --release -p turbine >&2
 bin="$CARGO_TARGET_DIR/release/turbine"
-
-start() { # start SERVE_FLAGS...; sets $pid and $url
-  local out; out="$(mktemp)"
-  "$bin" serve --port 0 "$@" >"$out" 2>/dev/null &
-  pid=$!
-  for _ in $(seq 600); do grep -q "serving" "$out" && break; sleep 0.1; done
-  url="$(sed -n 's/.* at \(http:[^ ]*\)\/v1$/\1/p' "$out")"
-  rm -f "$out"
-}
 
 echo "## zero-delay echo, prompt 128 tokens, 128 tokens per request"
 start --engine echo
