@@ -89,6 +89,11 @@ fn synthetic_token_and_text_prompts_reach_the_server_exactly() {
             }
         }
     }
+    // Chat: the prompt is one user message, which the chat template wraps in more tokens.
+    let report = bench(&url(&server), &[&common[..], &["--chat"]].concat(), &dir);
+    let (requests, completed, input, _) = totals(&report);
+    assert_eq!((requests, completed), (20, 20), "{report}");
+    assert!(input > 20 * 37, "{report}");
 }
 
 #[test]
