@@ -8,31 +8,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/env.sh
+. scripts/bench/serve.sh
 scale="${1:-40}"
 cargo build --release -p turbine >&2
 bin="$CARGO_TARGET_DIR/release/turbine"
 
-start() { # start SERVE_FLAGS...; sets $pid and $url
-  local out; out="$(mktemp)"
-  "$bin" serve --port 0 "$@" >"$out" 2>/dev/null &
-  pid=$!
-  for _ in $(seq 600); do grep -q "serving" "$out" && break; sleep 0.1; done
-  url="$(sed -n 's/.* at \(http:[^ ]*\)\/v1$/\1/p' "$out")"
-  rm -f "$out"
-}
-
-echo "## zero-delay echo, prompt 128 words, 128 tokens per request"
+echo "## zero-delay echo, prompt 128 tokens, 128 tokens per request"
 start --engine echo
 for c in 1 64 512; do
   n=$((c * scale)); [ "$n" -lt 2000 ] && n=2000
   echo "### concurrency $c, $n requests"
-  "$bin" bench --url "$url" --concurrency "$c" --requests "$n" --prompt-words 128 --max-tokens 128 2>/dev/null
+  "$bin" bench --url "$url" --concurrency "$c" --requests "$n" --warmup "$c" --input-len 128 --output-len 128 2>/dev/null
 done
 kill "$pid"; wait "$pid" 2>/dev/null || true
 
 echo "## echo with 1 ms between tokens, concurrency 64 (added TTFT under streaming load)"
 start --engine echo --echo-delay-ms 1
-"$bin" bench --url "$url" --concurrency 64 --requests $((64 * scale / 4)) --prompt-words 128 --max-tokens 128 2>/dev/null
+"$bin" bench --url "$url" --concurrency 64 --requests $((64 * scale / 4)) --warmup 64 --input-len 128 --output-len 128 2>/dev/null
 kill "$pid"; wait "$pid" 2>/dev/null || true
 
 echo "## chat path, ~4k-token prompt: template + tokenize"

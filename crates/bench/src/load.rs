@@ -1,163 +1,161 @@
-//! Closed-loop load: `concurrency` clients, each with its own keep-alive connection, send streaming
-//! requests back to back until `requests` have been sent.
+//! Replays planned requests against a server: each at its arrival time (open loop) or as soon as
+//! one of `concurrency` slots is free (closed loop), multi-turn follow-ups once their parent has
+//! completed plus think time. Connections are kept alive and reused.
+//!
+//! Invariants: every request is sent exactly once and yields exactly one record; at most
+//! `concurrency` are in flight; each is bounded by `request_timeout`, so a run ends.
 
 use crate::client::Connection;
-use crate::report::{Report, RequestRecord};
-use crate::sse::SseParser;
-use anyhow::{Context, bail};
-use bytes::Bytes;
-use http_body_util::BodyExt;
-use hyper::Method;
-use serde_json::{Value, json};
+use crate::exchange::exchange;
+use crate::progress::Progress;
+use crate::record::{RequestError, RequestRecord};
+use crate::request::Planned;
+use crate::workload::Arrival;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
     pub address: SocketAddr,
-    pub model: String,
-    /// `chat` or `completions`.
-    pub chat: bool,
-    pub prompt: String,
-    pub max_tokens: u32,
-    pub concurrency: usize,
-    pub requests: usize,
-    /// Requests sent first and left out of the report (connection set-up, the initial burst of
-    /// `concurrency` simultaneous arrivals).
-    pub warmup: usize,
     pub api_key: Option<String>,
+    pub path: &'static str,
+    /// Most requests in flight; `None`: no limit.
+    pub concurrency: Option<usize>,
+    pub request_timeout: Duration,
+    pub progress: bool,
 }
 
-pub async fn run_closed_loop(config: LoadConfig) -> anyhow::Result<Report> {
-    let config = Arc::new(config);
-    let next = Arc::new(AtomicUsize::new(0));
-    // The measured wall clock starts when the first request after the warm-up is sent.
-    let measured_from = Arc::new(OnceLock::new());
-    let mut tasks = Vec::new();
-    for _ in 0..config.concurrency.max(1) {
-        let config = config.clone();
-        let next = next.clone();
-        let measured_from = measured_from.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut records = Vec::new();
-            let mut connection = connect(&config).await?;
-            loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                if index >= config.warmup + config.requests {
-                    break;
-                }
-                if index == config.warmup {
-                    let _ = measured_from.set(Instant::now());
-                }
-                let record = match one_request(&mut connection, &config).await {
-                    Ok(record) => record,
-                    Err(err) => {
-                        connection = connect(&config).await?;
-                        RequestRecord::failed(err.to_string())
-                    }
-                };
-                if index >= config.warmup {
-                    records.push(record);
-                }
-            }
-            anyhow::Ok(records)
-        }));
+/// The records of a run, in completion order, and its wall time: from the start to the last
+/// completion.
+pub struct Run {
+    pub records: Vec<RequestRecord>,
+    pub wall: Duration,
+}
+
+/// Idle keep-alive connections.
+struct Pool {
+    config: LoadConfig,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Pool {
+    async fn take(&self) -> Result<Connection, RequestError> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        if let Some(connection) = idle {
+            return Ok(connection);
+        }
+        let connection = Connection::open(self.config.address)
+            .await
+            .map_err(|e| RequestError::Connect(format!("{e:#}")))?;
+        Ok(match &self.config.api_key {
+            Some(key) => connection.with_header("authorization", &format!("Bearer {key}")),
+            None => connection,
+        })
     }
-    let mut records = Vec::new();
-    for task in tasks {
-        records.extend(task.await.context("client task panicked")??);
+
+    fn give_back(&self, connection: Connection) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(connection);
     }
-    let wall = measured_from.get().map_or(Duration::ZERO, Instant::elapsed);
-    Ok(Report::new(records, wall))
 }
 
-async fn connect(config: &LoadConfig) -> anyhow::Result<Connection> {
-    let connection = Connection::open(config.address).await?;
-    Ok(match &config.api_key {
-        Some(key) => connection.with_header("authorization", &format!("Bearer {key}")),
-        None => connection,
-    })
-}
-
-fn request_body(config: &LoadConfig) -> Value {
-    let mut body = json!({
-        "model": config.model,
-        "max_tokens": config.max_tokens,
-        "stream": true,
-        "stream_options": {"include_usage": true},
-        "ignore_eos": true,
+pub async fn run(config: &LoadConfig, requests: &[Planned]) -> Run {
+    let pool = Arc::new(Pool {
+        config: config.clone(),
+        idle: Mutex::new(Vec::new()),
     });
-    if config.chat {
-        body["messages"] = json!([{"role": "user", "content": config.prompt}]);
-    } else {
-        body["prompt"] = json!(config.prompt);
-    }
-    body
-}
-
-async fn one_request(
-    connection: &mut Connection,
-    config: &LoadConfig,
-) -> anyhow::Result<RequestRecord> {
-    let path = if config.chat {
-        "/v1/chat/completions"
-    } else {
-        "/v1/completions"
-    };
-    let body = Bytes::from(serde_json::to_vec(&request_body(config))?);
-    let start = Instant::now();
-    let response = connection.send(Method::POST, path, body).await?;
-    if !response.status().is_success() {
-        let status = response.status();
-        let body = response.into_body().collect().await?.to_bytes();
-        bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
-    }
-    let mut body = response.into_body();
-    let mut parser = SseParser::default();
-    let mut record = RequestRecord::default();
-    let mut last_chunk: Option<Instant> = None;
-    while let Some(frame) = body.frame().await {
-        let frame = frame?;
-        let Some(data) = frame.data_ref() else {
-            continue;
-        };
-        for event in parser.push(data) {
-            if event == "[DONE]" {
-                record.e2e = start.elapsed();
-                return Ok(record);
-            }
-            let value: Value =
-                serde_json::from_str(&event).with_context(|| format!("bad event: {event}"))?;
-            if let Some(error) = value.get("error") {
-                bail!("stream error: {error}");
-            }
-            if let Some(tokens) = value
-                .pointer("/usage/completion_tokens")
-                .and_then(Value::as_u64)
-            {
-                record.output_tokens = tokens;
-            }
-            if has_text(&value) {
-                let now = Instant::now();
-                match last_chunk {
-                    None => record.ttft = Some(now - start),
-                    Some(previous) => record.chunk_gaps.push(now - previous),
-                }
-                last_chunk = Some(now);
-            }
+    // Open the closed loop's connections up front so that set-up is not measured.
+    for _ in 0..config.concurrency.unwrap_or(0).min(requests.len()) {
+        if let Ok(connection) = pool.take().await {
+            pool.give_back(connection);
         }
     }
-    bail!("the stream ended without [DONE]")
+    let limit = config.concurrency.unwrap_or(usize::MAX).max(1);
+    let start = Instant::now();
+    let mut children = vec![Vec::new(); requests.len()];
+    // Due later, by time; due now, by id (so a closed loop continues conversations first).
+    let mut waiting = BinaryHeap::new();
+    let mut ready = BinaryHeap::new();
+    for (id, request) in requests.iter().enumerate() {
+        match (request.after, request.arrival) {
+            (Some((parent, think)), _) => children[parent].push((id, think)),
+            (None, Arrival::Closed) => ready.push(Reverse((id, None))),
+            (None, Arrival::At(at)) => waiting.push(Reverse((start + at, id))),
+        }
+    }
+    let progress = Progress::start(requests.len(), config.progress);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let mut records = Vec::with_capacity(requests.len());
+    let mut in_flight = 0;
+    while records.len() < requests.len() {
+        let now = Instant::now();
+        while let Some(&Reverse((due, id))) = waiting.peek() {
+            if due > now {
+                break;
+            }
+            waiting.pop();
+            ready.push(Reverse((id, Some(due))));
+        }
+        while in_flight < limit {
+            let Some(Reverse((id, due))) = ready.pop() else {
+                break;
+            };
+            in_flight += 1;
+            let (pool, done_tx) = (pool.clone(), done_tx.clone());
+            let body = requests[id].body.clone();
+            let timeout = config.request_timeout;
+            tokio::spawn(async move {
+                let sent = Instant::now();
+                let mut record = send(&pool, body, sent, timeout).await;
+                record.id = id;
+                record.sent = sent - start;
+                record.lag = due.map(|due| sent.saturating_duration_since(due));
+                let _ = done_tx.send(record);
+            });
+        }
+        let next_due = waiting.peek().map(|Reverse((due, _))| *due);
+        tokio::select! {
+            Some(record) = done_rx.recv() => {
+                in_flight -= 1;
+                progress.completed(record.error.is_some());
+                let now = Instant::now();
+                for &(child, think) in &children[record.id] {
+                    waiting.push(Reverse((now + think, child)));
+                }
+                records.push(record);
+            }
+            _ = tokio::time::sleep_until(next_due.unwrap_or(now).into()), if next_due.is_some() => {}
+        }
+    }
+    progress.finish();
+    Run {
+        records,
+        wall: start.elapsed(),
+    }
 }
 
-fn has_text(chunk: &Value) -> bool {
-    let Some(choice) = chunk.pointer("/choices/0") else {
-        return false;
+/// One request with a pooled connection, bounded by `timeout`.
+async fn send(pool: &Pool, body: bytes::Bytes, sent: Instant, timeout: Duration) -> RequestRecord {
+    let attempt = async {
+        let mut connection = pool.take().await?;
+        let record = exchange(&mut connection, pool.config.path, body, sent).await?;
+        pool.give_back(connection);
+        Ok(record)
     };
-    let text = choice
-        .get("text")
-        .or_else(|| choice.pointer("/delta/content"));
-    text.and_then(Value::as_str).is_some_and(|t| !t.is_empty())
+    let error = match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(record)) => return record,
+        Ok(Err(error)) => error,
+        Err(_) => RequestError::Timeout,
+    };
+    RequestRecord {
+        e2e: sent.elapsed(),
+        error: Some(error),
+        ..Default::default()
+    }
 }

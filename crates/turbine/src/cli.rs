@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use turbine_bench::workload::Length;
 use turbine_router::{CostWeights, QueuePolicy, RouterConfig, RoutingPolicy};
 
 #[derive(Parser)]
@@ -17,7 +18,7 @@ pub enum Command {
     /// Serve a model through the OpenAI-compatible API, everything in one process.
     Serve(Box<ServeArgs>),
     /// Load an OpenAI-compatible server and report latency and throughput.
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -129,28 +130,143 @@ pub struct BenchArgs {
     /// The model to request. Default: the first one the server lists.
     #[arg(long, env = "TURBINE_BENCH_MODEL")]
     pub model: Option<String>,
-    /// Use /v1/chat/completions instead of /v1/completions.
-    #[arg(long, env = "TURBINE_BENCH_CHAT")]
-    pub chat: bool,
-    /// Requests in flight at once.
-    #[arg(long, default_value_t = 1, env = "TURBINE_BENCH_CONCURRENCY")]
-    pub concurrency: usize,
-    /// Requests to send in all.
-    #[arg(long, default_value_t = 100, env = "TURBINE_BENCH_REQUESTS")]
-    pub requests: usize,
-    /// Requests sent before measuring. Default: one per client (`--concurrency`).
-    #[arg(long, env = "TURBINE_BENCH_WARMUP")]
-    pub warmup: Option<usize>,
-    /// The prompt is this many repetitions of " hello" (one token in most tokenizers).
-    #[arg(long, default_value_t = 128, env = "TURBINE_BENCH_PROMPT_WORDS")]
-    pub prompt_words: usize,
-    #[arg(long, default_value_t = 128, env = "TURBINE_BENCH_MAX_TOKENS")]
-    pub max_tokens: u32,
     #[arg(long, env = "TURBINE_BENCH_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Also write the report as JSON to this file.
+    /// Use /v1/chat/completions (prompt as one user message; implies text prompts) instead of
+    /// /v1/completions.
+    #[arg(long, env = "TURBINE_BENCH_CHAT")]
+    pub chat: bool,
+    /// How prompts are sent: token ids (exact on any server) or the ids decoded to text.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "tokens",
+        env = "TURBINE_BENCH_PROMPT_FORMAT"
+    )]
+    pub prompt_format: PromptFormatArg,
+    /// A JSON object merged into every request body, e.g. '{"min_tokens":128}'.
+    #[arg(long, env = "TURBINE_BENCH_EXTRA_BODY")]
+    pub extra_body: Option<String>,
+    /// Closed loop: requests in flight at once. With `--rate` or trace timestamps: a cap on them
+    /// (default: none).
+    #[arg(long, env = "TURBINE_BENCH_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+    /// Open loop: Poisson arrivals at this many requests per second (seeded by `--seed`).
+    #[arg(long, env = "TURBINE_BENCH_RATE")]
+    pub rate: Option<f64>,
+    /// Replay a trace as a closed loop, ignoring its timestamps.
+    #[arg(long, env = "TURBINE_BENCH_CLOSED_LOOP")]
+    pub closed_loop: bool,
+    /// One closed-loop pass per level, e.g. 1,4,16,64.
+    #[arg(long, value_delimiter = ',', env = "TURBINE_BENCH_SWEEP_CONCURRENCY")]
+    pub sweep_concurrency: Vec<usize>,
+    /// Requests sent (closed loop, copies of the first ones) before each measured pass.
+    #[arg(long, default_value_t = 0, env = "TURBINE_BENCH_WARMUP")]
+    pub warmup: usize,
+    /// A request that takes longer fails as `timeout`.
+    #[arg(
+        long,
+        default_value_t = 600,
+        env = "TURBINE_BENCH_REQUEST_TIMEOUT_SECS"
+    )]
+    pub request_timeout_secs: u64,
+    /// SLO on time to first token, in ms; goodput counts requests within every SLO given.
+    #[arg(long, env = "TURBINE_BENCH_SLO_TTFT_MS")]
+    pub slo_ttft_ms: Option<f64>,
+    /// SLO on a request's mean inter-token latency (TPOT), in ms.
+    #[arg(long, env = "TURBINE_BENCH_SLO_ITL_MS")]
+    pub slo_itl_ms: Option<f64>,
+    /// Also write the report as JSON to this file (an array of reports for a sweep).
     #[arg(long, env = "TURBINE_BENCH_JSON")]
     pub json: Option<PathBuf>,
+    /// Write SVG charts here: TTFT and ITL CDFs, and throughput against latency over a sweep.
+    #[arg(long, env = "TURBINE_BENCH_PLOT")]
+    pub plot: Option<PathBuf>,
+    /// No progress bar (it is also off when stderr is not a terminal).
+    #[arg(long, env = "TURBINE_BENCH_NO_PROGRESS")]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PromptFormatArg {
+    Tokens,
+    Text,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WorkloadKind {
+    /// Independent requests with `--input-len` and `--output-len`.
+    Synthetic,
+    /// `--groups` shared prefixes of `--prefix-len` tokens, `--users` requests each.
+    SharedPrefix,
+    /// `--conversations` of `--turns` turns whose history grows.
+    MultiTurn,
+    /// Replay of a Mooncake trace (`--trace`).
+    Trace,
+}
+
+/// What to send; shared by every command that replays a workload.
+#[derive(Args, Debug)]
+pub struct WorkloadArgs {
+    #[arg(
+        long,
+        value_enum,
+        default_value = "synthetic",
+        env = "TURBINE_BENCH_WORKLOAD"
+    )]
+    pub workload: WorkloadKind,
+    /// The tokenizer prompts are made from: tokenizer.json, a GGUF file or a HF model directory.
+    /// Default: SmolLM2-135M-Instruct's GGUF in the cache.
+    #[arg(long, env = "TURBINE_BENCH_TOKENIZER")]
+    pub tokenizer: Option<PathBuf>,
+    /// Synthetic: requests to send (default 100). Trace: at most this many.
+    #[arg(long, env = "TURBINE_BENCH_REQUESTS")]
+    pub requests: Option<usize>,
+    /// Prompt tokens (synthetic), tokens each user appends (shared prefix) or of each message
+    /// (multi-turn): N or MIN..MAX (uniform).
+    #[arg(long, default_value = "128", env = "TURBINE_BENCH_INPUT_LEN")]
+    pub input_len: Length,
+    /// Output tokens per request: N or MIN..MAX (uniform).
+    #[arg(long, default_value = "128", env = "TURBINE_BENCH_OUTPUT_LEN")]
+    pub output_len: Length,
+    /// Shared prefix: number of system prompts.
+    #[arg(long, default_value_t = 4, env = "TURBINE_BENCH_GROUPS")]
+    pub groups: usize,
+    /// Shared prefix: requests per system prompt.
+    #[arg(long, default_value_t = 16, env = "TURBINE_BENCH_USERS")]
+    pub users: usize,
+    /// Shared prefix: tokens of each system prompt.
+    #[arg(long, default_value_t = 512, env = "TURBINE_BENCH_PREFIX_LEN")]
+    pub prefix_len: u32,
+    /// Multi-turn: number of conversations.
+    #[arg(long, default_value_t = 16, env = "TURBINE_BENCH_CONVERSATIONS")]
+    pub conversations: usize,
+    /// Multi-turn: turns per conversation.
+    #[arg(long, default_value_t = 4, env = "TURBINE_BENCH_TURNS")]
+    pub turns: usize,
+    /// Multi-turn: pause between an answer and the next message, in ms.
+    #[arg(long, default_value_t = 0, env = "TURBINE_BENCH_THINK_TIME_MS")]
+    pub think_time_ms: u64,
+    /// Trace: a Mooncake JSON-lines file.
+    #[arg(long, env = "TURBINE_BENCH_TRACE")]
+    pub trace: Option<PathBuf>,
+    /// Trace: tokens per hash id; lengths scale by this / 512.
+    #[arg(long, default_value_t = 512, env = "TURBINE_BENCH_TRACE_BLOCK_SIZE")]
+    pub trace_block_size: u32,
+    /// Trace: timestamps are divided by this.
+    #[arg(long, default_value_t = 1.0, env = "TURBINE_BENCH_SPEED")]
+    pub speed: f64,
+    /// Trace: replay from this point of the trace, in seconds.
+    #[arg(long, default_value_t = 0.0, env = "TURBINE_BENCH_TRACE_START_SECS")]
+    pub trace_start_secs: f64,
+    /// Trace: replay this much of the trace, in seconds (default: to its end).
+    #[arg(long, env = "TURBINE_BENCH_TRACE_DURATION_SECS")]
+    pub trace_duration_secs: Option<f64>,
+    /// Seeds prompts, lengths and Poisson arrivals.
+    #[arg(long, default_value_t = 0, env = "TURBINE_BENCH_SEED")]
+    pub seed: u64,
 }
 
 /// How requests are spread over workers (`turbine serve`, `turbine sim`).

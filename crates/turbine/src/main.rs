@@ -3,6 +3,7 @@
 mod bench;
 mod cli;
 mod serve;
+mod workload;
 
 use clap::Parser;
 
@@ -25,6 +26,6 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         cli::Command::Serve(args) => runtime.block_on(serve::run(*args)),
-        cli::Command::Bench(args) => runtime.block_on(bench::run(args)),
+        cli::Command::Bench(args) => runtime.block_on(bench::run(*args)),
     }
 }

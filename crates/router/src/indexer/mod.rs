@@ -243,8 +243,13 @@ impl KvIndexer {
                 holders.is_some_and(|h| h.len() >= active.len() && covers(h, &active))
             });
             if !all_hold {
-                for at in confirmed + 1..=ahead {
-                    self.with_holders(seq_hashes[at], |holders| {
+                for (at, &hash) in seq_hashes
+                    .iter()
+                    .enumerate()
+                    .take(ahead + 1)
+                    .skip(confirmed + 1)
+                {
+                    self.with_holders(hash, |holders| {
                         active.retain(|&slot| {
                             let keep = holders.is_some_and(|h| h.contains(slot));
                             if !keep {
