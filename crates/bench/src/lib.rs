@@ -13,6 +13,7 @@ pub mod record;
 pub mod report;
 pub mod request;
 mod rng;
+pub mod sim;
 pub mod sse;
 pub mod workload;
 

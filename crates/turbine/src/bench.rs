@@ -1,17 +1,17 @@
 //! `turbine bench`: wires the flags to the workload, the load generator and the report.
 
-use crate::cli::{BenchArgs, PromptFormatArg, WorkloadKind};
+use crate::cli::{BenchArgs, LoadArgs, PromptFormatArg, ReportArgs, WorkloadArgs, WorkloadKind};
 use anyhow::{Context, bail};
 use serde_json::{Map, Value};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 use turbine_bench::request::{Api, Planned, PromptFormat, RequestFormat, prepare};
-use turbine_bench::{Arrival, Connection, LoadConfig, Report, Slo, Workload, plot};
+use turbine_bench::{Arrival, Connection, LoadConfig, Report, RequestRecord, Workload, plot};
 
 /// One measured pass: what drives it, and its limit on requests in flight.
-struct Pass {
-    load: String,
-    concurrency: Option<usize>,
+pub struct Pass {
+    pub load: String,
+    pub concurrency: Option<usize>,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -22,7 +22,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let text = args.chat || args.prompt_format == PromptFormatArg::Text;
     let (tokenizer, workload) = crate::workload::build(&args.workload, text)?;
-    let (workload, passes) = passes(&args, workload)?;
+    let (workload, passes) = passes(&args.load, &args.workload, workload)?;
     let format = RequestFormat {
         model,
         api: if args.chat {
@@ -47,10 +47,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             requests.len()
         );
     }
-    let slo = Slo {
-        ttft_ms: args.slo_ttft_ms,
-        itl_ms: args.slo_itl_ms,
-    };
+    let slo = args.report.slo();
     let mut runs = Vec::new();
     for pass in passes {
         let config = LoadConfig {
@@ -75,15 +72,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("{}", report.table());
         runs.push((report, run.records));
     }
+    write_outputs(&args.report, &runs)?;
+    Ok(())
+}
+
+/// Writes the `--json` report (an array for several passes) and the `--plot` charts.
+pub fn write_outputs(
+    args: &ReportArgs,
+    runs: &[(Report, Vec<RequestRecord>)],
+) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
-        let json = match &runs[..] {
+        let json = match runs {
             [(report, _)] => serde_json::to_vec_pretty(report)?,
             _ => serde_json::to_vec_pretty(&runs.iter().map(|r| &r.0).collect::<Vec<_>>())?,
         };
         std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let Some(dir) = &args.plot {
-        let written = plot::write_plots(dir, &runs)
+        let written = plot::write_plots(dir, runs)
             .with_context(|| format!("cannot write plots to {}", dir.display()))?;
         for path in written {
             eprintln!("bench: wrote {}", path.display());
@@ -94,8 +100,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// How the workload's requests arrive, and the passes to make: a sweep of closed loops, one open
 /// loop (Poisson or trace timestamps), or one closed loop.
-fn passes(args: &BenchArgs, workload: Workload) -> anyhow::Result<(Workload, Vec<Pass>)> {
-    let trace_timestamps = args.workload.workload == WorkloadKind::Trace && !args.closed_loop;
+pub fn passes(
+    args: &LoadArgs,
+    workload_args: &WorkloadArgs,
+    workload: Workload,
+) -> anyhow::Result<(Workload, Vec<Pass>)> {
+    let trace_timestamps = workload_args.workload == WorkloadKind::Trace && !args.closed_loop;
     if !args.sweep_concurrency.is_empty() {
         if args.rate.is_some() || args.concurrency.is_some() {
             bail!("--sweep-concurrency sets the concurrency; leave out --rate and --concurrency");
@@ -119,7 +129,7 @@ fn passes(args: &BenchArgs, workload: Workload) -> anyhow::Result<(Workload, Vec
             bail!("--rate must be a positive number of requests per second");
         }
         let load = format!("open loop, Poisson {rate} req/s{cap}");
-        let workload = workload.with_poisson_arrivals(rate, args.workload.seed);
+        let workload = workload.with_poisson_arrivals(rate, workload_args.seed);
         (
             workload,
             Pass {
@@ -128,7 +138,7 @@ fn passes(args: &BenchArgs, workload: Workload) -> anyhow::Result<(Workload, Vec
             },
         )
     } else if trace_timestamps {
-        let load = format!("open loop, trace timestamps / {}{cap}", args.workload.speed);
+        let load = format!("open loop, trace timestamps / {}{cap}", workload_args.speed);
         (
             workload,
             Pass {

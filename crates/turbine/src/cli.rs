@@ -3,7 +3,10 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use turbine_bench::Slo;
 use turbine_bench::workload::Length;
+use turbine_engine::executor::timing::TimingProfile;
+use turbine_engine::{EngineConfig, SchedulingPolicy};
 use turbine_router::{CostWeights, QueuePolicy, RouterConfig, RoutingPolicy};
 
 #[derive(Parser)]
@@ -19,6 +22,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Load an OpenAI-compatible server and report latency and throughput.
     Bench(Box<BenchArgs>),
+    /// Replay a workload in virtual time on simulated workers through the real router and
+    /// engine scheduler; report as `bench` does.
+    Sim(Box<SimArgs>),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -54,37 +60,15 @@ pub struct ServeArgs {
     /// Echo engine: delay before each token, in milliseconds.
     #[arg(long, default_value_t = 0.0, env = "TURBINE_ECHO_DELAY_MS")]
     pub echo_delay_ms: f64,
-    /// Engine: KV blocks per worker. Default: 4096 for the mock engine; for the CPU engine, as
-    /// many as `--kv-cache-gib` holds.
-    #[arg(long, env = "TURBINE_NUM_BLOCKS")]
-    pub num_blocks: Option<usize>,
     /// CPU engine: memory for each worker's KV cache, in GiB.
     #[arg(long, default_value_t = 0.5, env = "TURBINE_KV_CACHE_GIB")]
     pub kv_cache_gib: f64,
-    /// Engine: most tokens computed in one step.
-    #[arg(long, default_value_t = 2048, env = "TURBINE_MAX_NUM_BATCHED_TOKENS")]
-    pub max_num_batched_tokens: usize,
-    /// Engine: most sequences in a running batch.
-    #[arg(long, default_value_t = 256, env = "TURBINE_MAX_NUM_SEQS")]
-    pub max_num_seqs: usize,
-    /// Engine: compute each prompt in one step instead of in chunks.
-    #[arg(long, env = "TURBINE_NO_CHUNKED_PREFILL")]
-    pub no_chunked_prefill: bool,
-    /// Engine: admit and preempt by request `priority` (lower first) instead of arrival order.
-    #[arg(long, env = "TURBINE_PRIORITY_SCHEDULING")]
-    pub priority_scheduling: bool,
-    /// Mock engine: a timing profile (JSON); default: Llama-3.1-8B bf16 on an H100 SXM.
-    #[arg(long, env = "TURBINE_MOCK_PROFILE")]
-    pub mock_profile: Option<PathBuf>,
     /// Mock engine: run simulated time this many times faster than real time.
     #[arg(long, default_value_t = 1.0, env = "TURBINE_SPEEDUP")]
     pub speedup: f64,
     /// Override the model's context length, in tokens.
     #[arg(long, env = "TURBINE_CONTEXT_LENGTH")]
     pub context_length: Option<u32>,
-    /// Tokens per KV block.
-    #[arg(long, default_value_t = 16, env = "TURBINE_BLOCK_SIZE")]
-    pub block_size: u32,
     /// Require `Authorization: Bearer <key>` on /v1 routes; repeat or comma-separate for several keys.
     #[arg(
         long,
@@ -114,6 +98,8 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, how long in-flight requests may take to finish, in seconds.
     #[arg(long, default_value_t = 30, env = "TURBINE_SHUTDOWN_TIMEOUT_SECS")]
     pub shutdown_timeout_secs: u64,
+    #[command(flatten)]
+    pub engine_args: EngineArgs,
     #[command(flatten)]
     pub router: RouterArgs,
 }
@@ -147,6 +133,50 @@ pub struct BenchArgs {
     /// A JSON object merged into every request body, e.g. '{"min_tokens":128}'.
     #[arg(long, env = "TURBINE_BENCH_EXTRA_BODY")]
     pub extra_body: Option<String>,
+    /// Requests sent (closed loop, copies of the first ones) before each measured pass.
+    #[arg(long, default_value_t = 0, env = "TURBINE_BENCH_WARMUP")]
+    pub warmup: usize,
+    /// A request that takes longer fails as `timeout`.
+    #[arg(
+        long,
+        default_value_t = 600,
+        env = "TURBINE_BENCH_REQUEST_TIMEOUT_SECS"
+    )]
+    pub request_timeout_secs: u64,
+    /// No progress bar (it is also off when stderr is not a terminal).
+    #[arg(long, env = "TURBINE_BENCH_NO_PROGRESS")]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    #[command(flatten)]
+    pub report: ReportArgs,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SimArgs {
+    /// Simulated workers.
+    #[arg(long, default_value_t = 8, env = "TURBINE_SIM_WORKERS")]
+    pub workers: usize,
+    /// Longest sequence a worker accepts, in tokens.
+    #[arg(long, default_value_t = 32_768, env = "TURBINE_SIM_CONTEXT_LENGTH")]
+    pub context_length: usize,
+    #[command(flatten)]
+    pub engine_args: EngineArgs,
+    #[command(flatten)]
+    pub router: RouterArgs,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    #[command(flatten)]
+    pub report: ReportArgs,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+}
+
+/// How requests arrive (`turbine bench`, `turbine sim`).
+#[derive(Args, Debug, Clone)]
+pub struct LoadArgs {
     /// Closed loop: requests in flight at once. With `--rate` or trace timestamps: a cap on them
     /// (default: none).
     #[arg(long, env = "TURBINE_BENCH_CONCURRENCY")]
@@ -160,16 +190,11 @@ pub struct BenchArgs {
     /// One closed-loop pass per level, e.g. 1,4,16,64.
     #[arg(long, value_delimiter = ',', env = "TURBINE_BENCH_SWEEP_CONCURRENCY")]
     pub sweep_concurrency: Vec<usize>,
-    /// Requests sent (closed loop, copies of the first ones) before each measured pass.
-    #[arg(long, default_value_t = 0, env = "TURBINE_BENCH_WARMUP")]
-    pub warmup: usize,
-    /// A request that takes longer fails as `timeout`.
-    #[arg(
-        long,
-        default_value_t = 600,
-        env = "TURBINE_BENCH_REQUEST_TIMEOUT_SECS"
-    )]
-    pub request_timeout_secs: u64,
+}
+
+/// What a run reports besides its table (`turbine bench`, `turbine sim`).
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
     /// SLO on time to first token, in ms; goodput counts requests within every SLO given.
     #[arg(long, env = "TURBINE_BENCH_SLO_TTFT_MS")]
     pub slo_ttft_ms: Option<f64>,
@@ -182,11 +207,6 @@ pub struct BenchArgs {
     /// Write SVG charts here: TTFT and ITL CDFs, and throughput against latency over a sweep.
     #[arg(long, env = "TURBINE_BENCH_PLOT")]
     pub plot: Option<PathBuf>,
-    /// No progress bar (it is also off when stderr is not a terminal).
-    #[arg(long, env = "TURBINE_BENCH_NO_PROGRESS")]
-    pub no_progress: bool,
-    #[command(flatten)]
-    pub workload: WorkloadArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -276,14 +296,15 @@ pub struct RouterArgs {
     /// power-of-two.
     #[arg(long = "router", default_value = "kv", env = "TURBINE_ROUTER")]
     pub policy: RoutingPolicy,
-    /// kv: weight of prefill work (uncached prompt blocks) against decode load (active blocks).
-    #[arg(long, default_value_t = 1.0, env = "TURBINE_ROUTER_OVERLAP_WEIGHT")]
+    /// kv: weight of the prompt blocks a worker would compute anew (not cached there) against
+    /// its load (queued prefill and active blocks).
+    #[arg(long, default_value_t = 16.0, env = "TURBINE_ROUTER_OVERLAP_WEIGHT")]
     pub router_overlap_weight: f64,
     /// kv: 0 picks the lowest cost; above 0, a random pick weighted by exp(-cost/temperature).
     #[arg(long, default_value_t = 0.0, env = "TURBINE_ROUTER_TEMPERATURE")]
     pub router_temperature: f64,
     /// kv: leave out workers with more work than this many times the mean (0: off).
-    #[arg(long, default_value_t = 1.5, env = "TURBINE_ROUTER_HOTSPOT_FACTOR")]
+    #[arg(long, default_value_t = 1.3, env = "TURBINE_ROUTER_HOTSPOT_FACTOR")]
     pub router_hotspot_factor: f64,
     /// kv: ignore KV events and index the router's own decisions instead (for workers that
     /// publish no events; those are detected and handled so anyway).
@@ -335,5 +356,69 @@ impl RouterArgs {
             seed: self.router_seed,
             ..Default::default()
         })
+    }
+}
+
+/// How each engine is sized and scheduled (`turbine serve`, `turbine sim`).
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Engine: KV blocks per worker. Default: 4096 for the mock engine; for the CPU engine, as
+    /// many as `--kv-cache-gib` holds.
+    #[arg(long, env = "TURBINE_NUM_BLOCKS")]
+    pub num_blocks: Option<usize>,
+    /// Engine: most tokens computed in one step.
+    #[arg(long, default_value_t = 2048, env = "TURBINE_MAX_NUM_BATCHED_TOKENS")]
+    pub max_num_batched_tokens: usize,
+    /// Engine: most sequences in a running batch.
+    #[arg(long, default_value_t = 256, env = "TURBINE_MAX_NUM_SEQS")]
+    pub max_num_seqs: usize,
+    /// Engine: compute each prompt in one step instead of in chunks.
+    #[arg(long, env = "TURBINE_NO_CHUNKED_PREFILL")]
+    pub no_chunked_prefill: bool,
+    /// Engine: admit and preempt by request `priority` (lower first) instead of arrival order.
+    #[arg(long, env = "TURBINE_PRIORITY_SCHEDULING")]
+    pub priority_scheduling: bool,
+    /// Mock engine: a timing profile (JSON); default: Llama-3.1-8B bf16 on an H100 SXM.
+    #[arg(long, env = "TURBINE_MOCK_PROFILE")]
+    pub mock_profile: Option<PathBuf>,
+    /// Tokens per KV block.
+    #[arg(long, default_value_t = 16, env = "TURBINE_BLOCK_SIZE")]
+    pub block_size: u32,
+}
+
+impl EngineArgs {
+    /// The engine configuration for a model of `max_model_len` tokens.
+    pub fn config(&self, max_model_len: usize) -> EngineConfig {
+        EngineConfig {
+            num_blocks: self.num_blocks.unwrap_or(4096),
+            block_size: self.block_size as usize,
+            max_num_batched_tokens: self.max_num_batched_tokens,
+            max_num_seqs: self.max_num_seqs,
+            enable_chunked_prefill: !self.no_chunked_prefill,
+            max_model_len,
+            policy: if self.priority_scheduling {
+                SchedulingPolicy::Priority
+            } else {
+                SchedulingPolicy::Fcfs
+            },
+            ..Default::default()
+        }
+    }
+
+    /// The mock executor's timing: `--mock-profile`, or Llama-3.1-8B bf16 on an H100.
+    pub fn profile(&self) -> anyhow::Result<TimingProfile> {
+        match &self.mock_profile {
+            Some(path) => TimingProfile::load(path).map_err(anyhow::Error::msg),
+            None => Ok(TimingProfile::default()),
+        }
+    }
+}
+
+impl ReportArgs {
+    pub fn slo(&self) -> Slo {
+        Slo {
+            ttft_ms: self.slo_ttft_ms,
+            itl_ms: self.slo_itl_ms,
+        }
     }
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod cli;
 mod serve;
+mod sim;
 mod workload;
 
 use clap::Parser;
@@ -27,5 +28,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Serve(args) => runtime.block_on(serve::run(*args)),
         cli::Command::Bench(args) => runtime.block_on(bench::run(*args)),
+        cli::Command::Sim(args) => sim::run(*args),
     }
 }

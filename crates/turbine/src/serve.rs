@@ -10,9 +10,8 @@ use turbine_engine::executor::Executor;
 use turbine_engine::executor::cpu::kv_cache::KvCache;
 use turbine_engine::executor::cpu::{CpuExecutor, Model};
 use turbine_engine::executor::mock::MockExecutor;
-use turbine_engine::executor::timing::TimingProfile;
 use turbine_engine::worker::WorkerOptions;
-use turbine_engine::{EchoEngine, EngineConfig, SchedulingPolicy, Worker, WorkerMetrics};
+use turbine_engine::{EchoEngine, Worker, WorkerMetrics};
 use turbine_frontend::{AppState, FrontendConfig};
 use turbine_protocols::{InstanceId, InstanceRecord, ModelCard, WorkerRole};
 use turbine_runtime::{
@@ -31,10 +30,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let plane = Arc::new(EmbeddedRequestPlane::default());
     let events: Arc<dyn EventPlane> = Arc::new(EmbeddedEventPlane::default());
     let worker_metrics = WorkerMetrics::register(&prometheus)?;
-    let profile = match &args.mock_profile {
-        Some(path) => TimingProfile::load(path).map_err(anyhow::Error::msg)?,
-        None => TimingProfile::default(),
-    };
+    let profile = args.engine_args.profile()?;
     let model = match args.engine {
         EngineKind::Cpu => Some(load_model(&model_path).await?),
         _ => None,
@@ -51,7 +47,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 metrics,
             )),
             EngineKind::Mock | EngineKind::Cpu => {
-                let mut config = engine_config(&args, &card);
+                let mut config = args.engine_args.config(card.context_length as usize);
                 let executor: Box<dyn Executor> = match &model {
                     Some(model) => {
                         let c = &model.config;
@@ -64,6 +60,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                         let budget = (args.kv_cache_gib.max(0.0) * (1u64 << 30) as f64) as usize;
                         let fits = budget / per_block.max(1);
                         config.num_blocks = args
+                            .engine_args
                             .num_blocks
                             .unwrap_or(fits.max(config.max_model_len.div_ceil(config.block_size)));
                         Box::new(CpuExecutor::new(
@@ -152,23 +149,6 @@ async fn load_model(path: &Path) -> anyhow::Result<Arc<Model>> {
     Ok(Arc::new(model))
 }
 
-fn engine_config(args: &ServeArgs, card: &ModelCard) -> EngineConfig {
-    EngineConfig {
-        num_blocks: args.num_blocks.unwrap_or(4096),
-        block_size: card.block_size as usize,
-        max_num_batched_tokens: args.max_num_batched_tokens,
-        max_num_seqs: args.max_num_seqs,
-        enable_chunked_prefill: !args.no_chunked_prefill,
-        max_model_len: card.context_length as usize,
-        policy: if args.priority_scheduling {
-            SchedulingPolicy::Priority
-        } else {
-            SchedulingPolicy::Fcfs
-        },
-        ..Default::default()
-    }
-}
-
 fn model_path(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(path) = explicit {
         if !path.exists() {
@@ -208,7 +188,7 @@ async fn model_card(args: &ServeArgs, path: &Path) -> anyhow::Result<ModelCard> 
         name,
         source: path.display().to_string(),
         context_length,
-        block_size: args.block_size,
+        block_size: args.engine_args.block_size,
     })
 }
 
