@@ -209,6 +209,7 @@ impl Sim<'_> {
             }
         }
         self.dispatch_ready(Duration::ZERO);
+        self.wake_idle(Duration::ZERO);
         let mut now = Duration::ZERO;
         while let Some(Reverse((at, _, event))) = self.events.pop() {
             now = at;
@@ -218,6 +219,13 @@ impl Sim<'_> {
                     self.dispatch_ready(now);
                 }
                 Event::StepDone(w) => self.finish_step(w, now),
+            }
+            let instant_over = self
+                .events
+                .peek()
+                .is_none_or(|Reverse((next, _, _))| *next > now);
+            if instant_over {
+                self.wake_idle(now);
             }
         }
         if self.records.len() < self.workload.requests.len() {
@@ -317,8 +325,15 @@ impl Sim<'_> {
                 route,
             },
         );
-        if worker.busy_until.is_none() {
-            self.start_step(w, now);
+    }
+
+    /// Idle workers that got requests start a step once every event of this instant is in, so
+    /// requests arriving together are scheduled together.
+    fn wake_idle(&mut self, now: Duration) {
+        for w in 0..self.workers.len() {
+            if self.workers[w].busy_until.is_none() && self.workers[w].core.has_work() {
+                self.start_step(w, now);
+            }
         }
     }
 

@@ -171,9 +171,10 @@ impl EngineThread {
                 let started = Instant::now();
                 match self.core.step() {
                     Ok(report) => {
+                        // A simulated step's tokens exist only once its time has passed.
+                        self.wait_out(&report, started);
                         self.deliver(&report);
                         self.record_step(&report, started);
-                        self.wait_out(&report, started);
                     }
                     Err(err) => self.fail_all(&err.to_string()),
                 }

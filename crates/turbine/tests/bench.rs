@@ -4,39 +4,11 @@
 
 mod common;
 
-use common::Server;
+use common::{Server, bench, scratch};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 use turbine_bench::workload::{TraceReplay, Vocabulary, read_trace};
-
-/// A fresh scratch directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("turbine-bench-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-/// Runs `turbine bench --url <server> <args> --json <file>` and returns the JSON report.
-fn bench(url: &str, args: &[&str], dir: &Path) -> Value {
-    let json = dir.join("report.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_turbine"))
-        .args(["bench", "--url", url, "--json"])
-        .arg(&json)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run turbine bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "bench failed: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&std::fs::read(&json).expect("report written")).expect("report JSON")
-}
 
 fn url(server: &Server) -> String {
     format!("http://{}", server.address)

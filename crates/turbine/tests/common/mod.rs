@@ -7,6 +7,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -229,4 +230,38 @@ pub async fn all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -
         .buffer_unordered(usize::MAX)
         .collect()
         .await
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("turbine-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Runs `turbine bench --url <server> <args> --json <file>` and returns the JSON report.
+pub fn bench(url: &str, args: &[&str], dir: &Path) -> Value {
+    let mut all = vec!["bench", "--url", url];
+    all.extend_from_slice(args);
+    report(&all, dir)
+}
+
+/// Runs `turbine <args> --json <file>` (bench or sim) and returns the JSON report.
+pub fn report(args: &[&str], dir: &Path) -> Value {
+    let json = dir.join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_turbine"))
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run turbine bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "turbine {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(&json).expect("report written")).expect("report JSON")
 }
