@@ -4,7 +4,7 @@
 # blocks (lengths / 32) and replayed at `speed` times its pace, once per routing policy, live
 # (turbine serve + turbine bench over HTTP) and in the simulator (turbine sim) on the same
 # workload. Prints TTFT, ITL, throughput, prefix hit rate (from the workers' own counters) and
-# load spread for each.
+# load spread (the busiest worker against the mean) for each.
 # Usage: scripts/bench/router.sh [speed, default 200] [policies, default "kv round-robin random"]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -34,11 +34,14 @@ def per_worker(name):
         r'^' + name + r'\{worker="(\d+)"\} (\S+)$', text, re.M)}
 hits = per_worker("turbine_worker_prefix_cache_hit_tokens_total")
 queried = per_worker("turbine_worker_prefix_cache_queried_tokens_total")
-steps = per_worker("turbine_worker_step_seconds_sum")
+computed = {w: queried[w] - hits.get(w, 0) for w in queried}
 rate = sum(hits.values()) / max(sum(queried.values()), 1)
-mean = sum(steps.values()) / max(len(steps), 1)
-print(f"prefix hit rate {100 * rate:.1f}% of prompt tokens; busiest worker's step time "
-      f"{max(steps.values()) / mean:.2f}x the mean")
+def spread(values):
+    values = list(values)
+    return max(values) / (sum(values) / len(values))
+print(f"prefix hit rate {100 * rate:.1f}% of prompt tokens; busiest worker: "
+      f"{spread(queried.values()):.2f}x the mean prompt tokens, "
+      f"{spread(computed.values()):.2f}x the mean prefill computed")
 PY
   echo "## $policy, simulated: turbine sim ${engine[*]} --router $policy"
   "$bin" sim "${engine[@]}" --router "$policy" "${workload[@]}" 2>/dev/null \
