@@ -119,7 +119,7 @@ impl Generate for Worker {
             output,
         };
         if self.commands.lock().send(command).is_err() {
-            let error = RuntimeError::Engine("the worker has stopped".into());
+            let error = RuntimeError::Disconnected("the worker has stopped".into());
             return futures::stream::once(async move { Err(error) }).boxed();
         }
         UnboundedReceiverStream::new(rx).boxed()
@@ -133,11 +133,11 @@ impl Generate for Worker {
             .send(Command::KvCatchUp { after_id, reply });
         Box::pin(async move {
             if sent.is_err() {
-                return Err(RuntimeError::Engine("the worker has stopped".into()));
+                return Err(RuntimeError::Disconnected("the worker has stopped".into()));
             }
             answer
                 .await
-                .map_err(|_| RuntimeError::Engine("the worker has stopped".into()))
+                .map_err(|_| RuntimeError::Disconnected("the worker has stopped".into()))
         })
     }
 }

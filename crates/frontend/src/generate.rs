@@ -163,5 +163,5 @@ fn ends(item: &Result<EngineOutput, RuntimeError>) -> bool {
 }
 
 fn ended_early() -> RuntimeError {
-    RuntimeError::Engine("the worker ended the stream before finishing".into())
+    RuntimeError::Disconnected("the worker ended the stream before finishing".into())
 }

@@ -9,7 +9,7 @@ use crate::registry::ModelRegistry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::error::RecvError;
-use turbine_protocols::InstanceId;
+use turbine_protocols::InstanceRecord;
 use turbine_router::{CatchUpError, Ingest, KvRouter};
 use turbine_runtime::{EventPlane, RequestPlane, RuntimeError};
 
@@ -30,7 +30,7 @@ pub async fn follow(
                 Ok(event) => {
                     if let Some(router) = registry.router_of(event.worker_id) {
                         let ingest = router.apply_event(&event, Instant::now());
-                        resolve(&router, plane.as_ref(), ingest).await;
+                        resolve(&registry, &router, plane.as_ref(), ingest).await;
                     }
                 }
                 // Each worker's next event (or load report) shows its own gap.
@@ -43,7 +43,7 @@ pub async fn follow(
                 Ok(report) => {
                     if let Some(router) = report.worker_id.and_then(|w| registry.router_of(w)) {
                         let ingest = router.apply_load(&report, Instant::now());
-                        resolve(&router, plane.as_ref(), ingest).await;
+                        resolve(&registry, &router, plane.as_ref(), ingest).await;
                     }
                 }
                 Err(RecvError::Lagged(_)) => {}
@@ -53,17 +53,29 @@ pub async fn follow(
     }
 }
 
-async fn resolve(router: &KvRouter, plane: &dyn RequestPlane, ingest: Ingest) {
-    if let Ingest::Gap { worker, after } = ingest {
-        catch_up(router, plane, worker, after).await;
+async fn resolve(
+    registry: &ModelRegistry,
+    router: &KvRouter,
+    plane: &dyn RequestPlane,
+    ingest: Ingest,
+) {
+    if let Ingest::Gap { worker, after } = ingest
+        && let Some(instance) = registry.instance(worker)
+    {
+        catch_up(router, plane, &instance, after).await;
     }
 }
 
-/// Asks `worker` for its KV events after `after` (its whole cache if they are gone) and hands
+/// Asks `instance` for its KV events after `after` (its whole cache if they are gone) and hands
 /// the answer, or the failure, to the router.
-pub async fn catch_up(router: &KvRouter, plane: &dyn RequestPlane, worker: InstanceId, after: u64) {
+pub async fn catch_up(
+    router: &KvRouter,
+    plane: &dyn RequestPlane,
+    instance: &InstanceRecord,
+    after: u64,
+) {
     let answer =
-        match tokio::time::timeout(CATCH_UP_TIMEOUT, plane.kv_catch_up(worker, after)).await {
+        match tokio::time::timeout(CATCH_UP_TIMEOUT, plane.kv_catch_up(instance, after)).await {
             Ok(Ok(replay)) => Ok(replay),
             Ok(Err(RuntimeError::Unsupported(_))) => Err(CatchUpError::Unsupported),
             Ok(Err(err)) => Err(CatchUpError::Failed(err.to_string())),
@@ -71,5 +83,5 @@ pub async fn catch_up(router: &KvRouter, plane: &dyn RequestPlane, worker: Insta
                 "no answer within {CATCH_UP_TIMEOUT:?}"
             ))),
         };
-    router.apply_catch_up(worker, answer, Instant::now());
+    router.apply_catch_up(instance.id, answer, Instant::now());
 }

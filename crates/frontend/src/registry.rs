@@ -86,6 +86,11 @@ impl ModelRegistry {
         }
     }
 
+    /// The record of a live instance.
+    pub fn instance(&self, id: InstanceId) -> Option<InstanceRecord> {
+        self.by_instance.read().get(&id)?.instance(id)
+    }
+
     /// The router of the model `instance` serves.
     pub fn router_of(&self, instance: InstanceId) -> Option<Arc<KvRouter>> {
         self.by_instance
@@ -154,10 +159,13 @@ impl ModelRegistry {
             *entry.instances.write() = records.into_iter().map(|r| (r.id, r)).collect();
             // New workers: fetch their caches so the index starts out right.
             for worker in entry.router.set_workers(&ids) {
+                let Some(instance) = entry.instance(worker) else {
+                    continue;
+                };
                 let router = entry.router.clone();
                 let plane = self.plane.clone();
                 tokio::spawn(async move {
-                    kv_events::catch_up(&router, plane.as_ref(), worker, 0).await;
+                    kv_events::catch_up(&router, plane.as_ref(), &instance, 0).await;
                 });
             }
         }

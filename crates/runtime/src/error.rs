@@ -1,6 +1,9 @@
 use turbine_protocols::InstanceId;
 
-#[derive(Debug, Clone, thiserror::Error)]
+/// Failures of the runtime's planes. Serializable: a worker sends them to a frontend over the
+/// network request plane.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
 pub enum RuntimeError {
     #[error("instance {0} is not reachable")]
     Unreachable(InstanceId),
@@ -14,4 +17,20 @@ pub enum RuntimeError {
     Engine(String),
     #[error("not supported: {0}")]
     Unsupported(String),
+    /// The worker went away mid-request (process died, connection broke, worker stopped).
+    #[error("lost the worker: {0}")]
+    Disconnected(String),
+}
+
+impl RuntimeError {
+    /// Whether the request may be sent again to another worker: the failure was the worker's or
+    /// the link's, not the request's.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            RuntimeError::Unreachable(_)
+                | RuntimeError::Overloaded(_)
+                | RuntimeError::Disconnected(_)
+        )
+    }
 }

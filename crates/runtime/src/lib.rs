@@ -7,9 +7,11 @@ pub mod error;
 pub mod event_plane;
 pub mod request_plane;
 pub mod shutdown;
+pub mod tcp_plane;
 
 pub use discovery::{Discovery, EmbeddedDiscovery, Instances};
 pub use error::RuntimeError;
 pub use event_plane::{EmbeddedEventPlane, EventPlane};
 pub use request_plane::{EmbeddedRequestPlane, EngineStream, Generate, RequestPlane};
 pub use shutdown::shutdown_signal;
+pub use tcp_plane::{TcpRequestPlane, serve_request_plane};

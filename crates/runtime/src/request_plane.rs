@@ -46,7 +46,7 @@ pub trait RequestPlane: Send + Sync {
     /// Asks a worker for the KV events a router missed (see [`Generate::kv_catch_up`]).
     fn kv_catch_up(
         &self,
-        instance: InstanceId,
+        instance: &InstanceRecord,
         after_id: u64,
     ) -> BoxFuture<'static, Result<KvReplay, RuntimeError>>;
 }
@@ -65,6 +65,42 @@ impl EmbeddedRequestPlane {
     pub fn remove(&self, id: InstanceId) {
         self.handlers.write().remove(&id);
     }
+
+    /// Starts a request on the worker `id` serves; dropping the stream cancels it.
+    pub fn start(
+        &self,
+        id: InstanceId,
+        request: PreprocessedRequest,
+    ) -> Result<EngineStream, RuntimeError> {
+        let handler = self
+            .handlers
+            .read()
+            .get(&id)
+            .cloned()
+            .ok_or(RuntimeError::Unreachable(id))?;
+        let cancel = CancellationToken::new();
+        let stream = handler.generate(request, cancel.clone());
+        // The guard lives as long as the stream: dropping the stream cancels the request.
+        let guard = cancel.drop_guard();
+        Ok(stream
+            .map(move |item| {
+                let _keep_alive = &guard;
+                item
+            })
+            .boxed())
+    }
+
+    /// The worker `id`'s answer to a KV catch-up.
+    pub fn catch_up(
+        &self,
+        id: InstanceId,
+        after_id: u64,
+    ) -> BoxFuture<'static, Result<KvReplay, RuntimeError>> {
+        match self.handlers.read().get(&id) {
+            Some(handler) => handler.kv_catch_up(after_id),
+            None => Box::pin(async move { Err(RuntimeError::Unreachable(id)) }),
+        }
+    }
 }
 
 impl RequestPlane for EmbeddedRequestPlane {
@@ -73,32 +109,16 @@ impl RequestPlane for EmbeddedRequestPlane {
         instance: &InstanceRecord,
         request: PreprocessedRequest,
     ) -> BoxFuture<'_, Result<EngineStream, RuntimeError>> {
-        let handler = self.handlers.read().get(&instance.id).cloned();
-        let id = instance.id;
-        Box::pin(async move {
-            let handler = handler.ok_or(RuntimeError::Unreachable(id))?;
-            let cancel = CancellationToken::new();
-            let stream = handler.generate(request, cancel.clone());
-            // The guard lives as long as the stream: dropping the stream cancels the request.
-            let guard = cancel.drop_guard();
-            Ok(stream
-                .map(move |item| {
-                    let _keep_alive = &guard;
-                    item
-                })
-                .boxed())
-        })
+        let started = self.start(instance.id, request);
+        Box::pin(async move { started })
     }
 
     fn kv_catch_up(
         &self,
-        instance: InstanceId,
+        instance: &InstanceRecord,
         after_id: u64,
     ) -> BoxFuture<'static, Result<KvReplay, RuntimeError>> {
-        match self.handlers.read().get(&instance) {
-            Some(handler) => handler.kv_catch_up(after_id),
-            None => Box::pin(async move { Err(RuntimeError::Unreachable(instance)) }),
-        }
+        self.catch_up(instance.id, after_id)
     }
 }
 
