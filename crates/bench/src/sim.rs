@@ -280,7 +280,7 @@ impl Sim<'_> {
 
     fn dispatch(&mut self, id: usize, scheduled: Option<Duration>, now: Duration) {
         let request = &self.workload.requests[id];
-        let route = match self.router.select(&request.prompt, self.origin + now) {
+        let route = match self.router.select(&request.prompt, self.origin + now, &[]) {
             Ok(route) => route,
             Err(err) => {
                 self.fail(id, now, scheduled, err.to_string());

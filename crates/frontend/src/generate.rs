@@ -3,6 +3,7 @@
 //! emitting a stop string or anything after it). Under load several engine outputs that are ready
 //! at once are coalesced into one step, so a busy server sends fewer, larger chunks.
 
+use crate::dispatch::Dispatch;
 use crate::error::ApiError;
 use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
@@ -32,31 +33,44 @@ pub struct Choice {
     engine: Option<EngineStream>,
     /// The request's load on its worker, as the router books it; `None` once finished.
     route: Option<RouteGuard>,
+    /// Moves the request to another worker when its stream breaks.
+    dispatch: Dispatch,
+    /// Every token generated so far, whichever worker made it.
+    generated: Vec<u32>,
     detokenizer: IncrementalDetokenizer,
     stops: StopStringMatcher,
     prompt_tokens: u32,
-    completion_tokens: u32,
+    max_tokens: u32,
     cached_tokens: u32,
 }
 
+/// How a choice ends its text: a tokenizer and the stop conditions of the response.
+pub struct TextOptions {
+    pub tokenizer: Arc<Tokenizer>,
+    pub skip_special_tokens: bool,
+    pub stop_strings: Vec<String>,
+}
+
 impl Choice {
+    /// A choice whose request `dispatch` has started (`engine` from its worker, `route` its load).
     pub fn new(
         index: u32,
-        engine: EngineStream,
-        tokenizer: Arc<Tokenizer>,
-        skip_special_tokens: bool,
-        stop_strings: Vec<String>,
+        (engine, route): (EngineStream, RouteGuard),
+        dispatch: Dispatch,
+        text: TextOptions,
         prompt_tokens: usize,
-        route: RouteGuard,
+        max_tokens: u32,
     ) -> Self {
         Self {
             index,
             engine: Some(engine),
             route: Some(route),
-            detokenizer: IncrementalDetokenizer::new(tokenizer, skip_special_tokens),
-            stops: StopStringMatcher::new(stop_strings),
+            dispatch,
+            generated: Vec::new(),
+            detokenizer: IncrementalDetokenizer::new(text.tokenizer, text.skip_special_tokens),
+            stops: StopStringMatcher::new(text.stop_strings),
             prompt_tokens: prompt_tokens as u32,
-            completion_tokens: 0,
+            max_tokens,
             cached_tokens: 0,
         }
     }
@@ -64,19 +78,48 @@ impl Choice {
     pub fn usage(&self) -> Usage {
         Usage::new(
             self.prompt_tokens,
-            self.completion_tokens,
+            self.generated.len() as u32,
             self.cached_tokens,
         )
     }
 
     /// The next step, or `None` after the last one.
     pub async fn next_step(&mut self) -> Option<Result<Step, ApiError>> {
-        let engine = self.engine.as_mut()?;
-        let first = match engine.next().await {
-            Some(item) => item,
-            None => return Some(Err(self.fail(ended_early()))),
+        self.engine.as_ref()?;
+        let mut step = Step::default();
+        loop {
+            for output in self.ready_outputs().await {
+                let err = match output {
+                    Ok(output) => match self.apply(output, &mut step) {
+                        Some(end) => return Some(end.map(|()| step)),
+                        None => continue,
+                    },
+                    Err(err) => err,
+                };
+                let worker = self.route.as_ref().map(|r| r.worker());
+                let moving = worker.is_some_and(|w| self.dispatch.should_migrate(w, &err));
+                if !moving {
+                    return Some(Err(self.fail(err)));
+                }
+                if let Err(api) = self.migrate().await {
+                    self.end();
+                    return Some(Err(api));
+                }
+                break;
+            }
+            if step.new_tokens > 0 || step.finish.is_some() {
+                return Some(Ok(step));
+            }
+        }
+    }
+
+    /// The next engine output, and every one already waiting behind it (up to a limit), so a
+    /// busy server sends fewer, larger chunks. A stream that ends early yields an error.
+    async fn ready_outputs(&mut self) -> Vec<Result<EngineOutput, RuntimeError>> {
+        let Some(engine) = self.engine.as_mut() else {
+            return vec![Err(ended_early())];
         };
-        let mut outputs = vec![first];
+        let mut outputs = vec![engine.next().await.unwrap_or_else(|| Err(ended_early()))];
         while outputs.len() < MAX_COALESCED && !outputs.iter().any(ends) {
             match engine.next().now_or_never() {
                 Some(Some(item)) => outputs.push(item),
@@ -84,32 +127,38 @@ impl Choice {
                 None => break,
             }
         }
-        let mut step = Step::default();
-        for output in outputs {
-            match output {
-                Ok(output) => {
-                    if let Some(finish) = self.apply(output, &mut step) {
-                        return Some(finish.map(|()| step));
-                    }
-                }
-                Err(err) => return Some(Err(self.fail(err))),
-            }
-        }
-        Some(Ok(step))
+        outputs
+    }
+
+    /// Restarts the request on another worker after the tokens generated so far.
+    async fn migrate(&mut self) -> Result<(), ApiError> {
+        self.engine = None;
+        self.route = None;
+        let (engine, route) = self.dispatch.start(&self.generated).await?;
+        self.engine = Some(engine);
+        self.route = Some(route);
+        Ok(())
     }
 
     /// Adds one engine output to `step`; `Some` when the choice has ended (well or badly).
     fn apply(&mut self, output: EngineOutput, step: &mut Step) -> Option<Result<(), ApiError>> {
-        if let Some(cached) = output.cached_tokens {
+        // Only the first worker's prefix hit counts: a migrated request's "cache" is its own past.
+        if let Some(cached) = output.cached_tokens
+            && self.generated.is_empty()
+        {
             self.cached_tokens = cached;
         }
         step.new_tokens += output.token_ids.len();
+        self.generated.extend_from_slice(&output.token_ids);
         if let Some(route) = &mut self.route {
             route.generated(output.token_ids.len());
         }
-        self.completion_tokens += output.token_ids.len() as u32;
         let mut text = self.detokenizer.push_many(&output.token_ids);
         let finish = match output.finish_reason {
+            // All tokens arrived (a migrated request's last worker may not say so itself).
+            None if self.generated.len() >= self.max_tokens as usize => {
+                Some(OpenAiFinishReason::Length)
+            }
             None => None,
             Some(FinishReason::Stop) => Some(OpenAiFinishReason::Stop),
             Some(FinishReason::Length) => Some(OpenAiFinishReason::Length),

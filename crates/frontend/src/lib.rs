@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod auth;
 pub mod config;
+pub mod dispatch;
 pub mod error;
 pub mod generate;
 pub mod kv_events;

@@ -17,6 +17,7 @@ pub struct FrontendMetrics {
     output_tokens: HistogramVec,
     pub template_seconds: Histogram,
     pub tokenize_seconds: Histogram,
+    migrations: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -93,6 +94,13 @@ impl FrontendMetrics {
             )?,
             template_seconds: preprocess.with_label_values(&["template"]),
             tokenize_seconds: preprocess.with_label_values(&["tokenize"]),
+            migrations: IntCounterVec::new(
+                Opts::new(
+                    "turbine_frontend_migrations_total",
+                    "Requests moved to another worker after theirs was lost mid-stream",
+                ),
+                &["model"],
+            )?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.inflight.clone()))?;
@@ -103,7 +111,12 @@ impl FrontendMetrics {
         registry.register(Box::new(metrics.input_tokens.clone()))?;
         registry.register(Box::new(metrics.output_tokens.clone()))?;
         registry.register(Box::new(preprocess))?;
+        registry.register(Box::new(metrics.migrations.clone()))?;
         Ok(metrics)
+    }
+
+    pub fn migrated(&self, model: &str) {
+        self.migrations.with_label_values(&[model]).inc();
     }
 
     /// Counts a request that ended before generation started (bad input, unknown model, overload).

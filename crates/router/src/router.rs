@@ -343,8 +343,13 @@ impl KvRouter {
                 .all(|load| self.is_busy(load))
     }
 
-    /// Routes a request, waiting in the queue while every worker is busy.
-    pub async fn route(self: &Arc<Self>, tokens: &[u32]) -> Result<RouteGuard, RouteError> {
+    /// Routes a request to a worker not in `avoid`, waiting in the queue while every worker is
+    /// busy.
+    pub async fn route(
+        self: &Arc<Self>,
+        tokens: &[u32],
+        avoid: &[InstanceId],
+    ) -> Result<RouteGuard, RouteError> {
         if self.all_busy() || !self.queue.is_empty() {
             let turn = self.queue.join(tokens.len() as u64).map_err(|_| {
                 self.metrics.rejected.inc();
@@ -355,7 +360,7 @@ impl KvRouter {
             let _ = turn.await;
             self.metrics.queue_depth.set(self.queue.len() as i64);
         }
-        let routed = self.select(tokens, Instant::now());
+        let routed = self.select(tokens, Instant::now(), avoid);
         // Capacity may remain for the next waiter too.
         self.release_waiters();
         routed
@@ -368,14 +373,16 @@ impl KvRouter {
         }
     }
 
-    /// Picks a worker now (no admission) and books the request's load on it.
+    /// Picks a worker not in `avoid` now (no admission) and books the request's load on it.
     pub fn select(
         self: &Arc<Self>,
         tokens: &[u32],
         now: Instant,
+        avoid: &[InstanceId],
     ) -> Result<RouteGuard, RouteError> {
         let started = Instant::now();
-        let workers = self.workers.read().clone();
+        let mut workers = self.workers.read().clone();
+        workers.retain(|w| !avoid.contains(w));
         if workers.is_empty() {
             return Err(RouteError::NoWorkers);
         }
@@ -553,7 +560,7 @@ mod tests {
         );
         let prompt: Vec<u32> = (0..16).collect();
         assert_eq!(r.apply_event(&stored(2, 1, &prompt), now), Ingest::Applied);
-        let mut guard = r.select(&prompt, now).unwrap();
+        let mut guard = r.select(&prompt, now, &[]).unwrap();
         assert_eq!(
             guard.decision(),
             Decision {
@@ -638,17 +645,19 @@ mod tests {
             r.apply_catch_up(InstanceId(w), Err(CatchUpError::Unsupported), now);
         }
         let prompt: Vec<u32> = (0..64).collect();
-        let first = r.select(&prompt, now).unwrap();
+        let first = r.select(&prompt, now, &[]).unwrap();
         let worker = first.worker();
         drop(first);
-        let again = r.select(&prompt, now + Duration::from_secs(1)).unwrap();
+        let again = r
+            .select(&prompt, now + Duration::from_secs(1), &[])
+            .unwrap();
         assert_eq!(again.worker(), worker);
         assert_eq!(again.decision().overlap_blocks, 16);
         drop(again);
         // Forgotten after the TTL.
         let much_later = now + Duration::from_secs(600);
         assert_eq!(
-            r.select(&prompt, much_later)
+            r.select(&prompt, much_later, &[])
                 .unwrap()
                 .decision()
                 .overlap_blocks,
@@ -674,7 +683,7 @@ mod tests {
         let waiting = {
             let r = r.clone();
             let prompt = prompt.clone();
-            tokio::spawn(async move { r.route(&prompt).await.map(|g| g.worker()) })
+            tokio::spawn(async move { r.route(&prompt, &[]).await.map(|g| g.worker()) })
         };
         for _ in 0..100 {
             if r.queue.len() == 1 {
@@ -683,7 +692,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(r.queue.len(), 1);
-        assert_eq!(r.route(&prompt).await.err(), Some(RouteError::Overloaded));
+        assert_eq!(
+            r.route(&prompt, &[]).await.err(),
+            Some(RouteError::Overloaded)
+        );
         r.apply_load(
             &LoadReport {
                 active_blocks: 10,

@@ -1584,6 +1584,15 @@ async fn execute(address: SocketAddr, case: &Case) -> Result<String, String> {
                 abbreviate(&String::from_utf8_lossy(&received), 600)
             ));
         }
+        // The HTTP/2 preface is not garbage: the server speaks HTTP/2 (prior knowledge) back.
+        (Err(_), Kind::Garbage)
+            if case
+                .request
+                .starts_with(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                && !received.starts_with(b"HTTP/") =>
+        {
+            return Ok("answered in HTTP/2".into());
+        }
         // Garbage may be answered and then reset before the answer is whole.
         (Err(_), _) => {
             let status = parse_status(&received)?;

@@ -2,8 +2,9 @@
 //! the async threads, start one engine stream per prompt, and answer with SSE or one JSON body.
 
 use crate::admission::AdmissionPermit;
+use crate::dispatch::Dispatch;
 use crate::error::ApiError;
-use crate::generate::{Choice, Step};
+use crate::generate::{Choice, Step, TextOptions};
 use crate::metrics::RequestTracker;
 use crate::preprocess::{self, GenerationParams};
 use crate::registry::ModelEntry;
@@ -18,7 +19,6 @@ use futures::stream::{self, BoxStream, SelectAll};
 use std::sync::Arc;
 use turbine_protocols::PreprocessedRequest;
 use turbine_protocols::openai::{OpenAiFinishReason, Usage};
-use turbine_router::RouteError;
 
 use crate::server::INLINE_PREPROCESS_BYTES;
 
@@ -61,48 +61,27 @@ pub async fn serve(
     for (index, mut request) in requests.into_iter().enumerate() {
         request.request_id = format!("{}-{index}", meta.id);
         let prompt_tokens = request.token_ids.len();
-        let retry = state.config.retry_after_secs;
-        let route = entry
-            .router
-            .route(&request.token_ids)
-            .await
-            .map_err(|e| match e {
-                RouteError::NoWorkers => ApiError::overloaded(
-                    format!("No worker serves `{}` right now.", entry.card.name),
-                    retry,
-                ),
-                RouteError::Overloaded => ApiError::overloaded(
-                    format!(
-                        "Every worker serving `{}` is busy; try again.",
-                        entry.card.name
-                    ),
-                    retry,
-                ),
-            })?;
-        let instance = entry.instance(route.worker()).ok_or_else(|| {
-            ApiError::overloaded(
-                format!("The worker chosen for `{}` just left.", entry.card.name),
-                retry,
-            )
-        })?;
-        let engine = state
-            .plane
-            .generate(&instance, request)
-            .await
-            .map_err(|e| {
-                ApiError::overloaded(
-                    format!("Cannot reach a worker: {e}"),
-                    state.config.retry_after_secs,
-                )
-            })?;
+        let max_tokens = request.stop.max_tokens;
+        let mut dispatch = Dispatch::new(
+            entry.clone(),
+            state.plane.clone(),
+            state.metrics.clone(),
+            request,
+            state.config.retry_after_secs,
+        );
+        let started = dispatch.start(&[]).await?;
+        let text = TextOptions {
+            tokenizer: entry.tokenizer.clone(),
+            skip_special_tokens: params.skip_special_tokens,
+            stop_strings: params.stop_strings.clone(),
+        };
         choices.push(Choice::new(
             index as u32,
-            engine,
-            entry.tokenizer.clone(),
-            params.skip_special_tokens,
-            params.stop_strings.clone(),
+            started,
+            dispatch,
+            text,
             prompt_tokens,
-            route,
+            max_tokens,
         ));
     }
     let run = Run {

@@ -8,14 +8,17 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use turbine_protocols::{InstanceId, PreprocessedRequest};
 
-/// Serves `plane`'s workers on `listener` until `shutdown` completes. In-flight streams are
-/// left to end on their own; callers drain before shutting down.
+/// Serves `plane`'s workers on `listener` (HTTP/2 only) until `shutdown` completes. Open
+/// connections and their streams are left to end on their own; callers drain first.
 pub async fn serve_request_plane(
     listener: TcpListener,
     plane: Arc<EmbeddedRequestPlane>,
@@ -26,9 +29,33 @@ pub async fn serve_request_plane(
         .route("/v1/instances/{id}/kv_catch_up", post(catch_up))
         .route("/health", get(|| async { "ok" }))
         .with_state(plane);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (socket, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of file descriptors and the like: wait, do not die.
+                Err(err) => {
+                    tracing::warn!("request plane: accept failed: {err}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        let _ = socket.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let connection = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(std::time::Duration::from_millis(500))
+                .keep_alive_timeout(std::time::Duration::from_secs(1))
+                .serve_connection(TokioIo::new(socket), service);
+            if let Err(err) = connection.await {
+                tracing::debug!(%peer, "request plane connection ended: {err}");
+            }
+        });
+    }
 }
 
 fn error(status: StatusCode, err: &RuntimeError) -> Response {
