@@ -2,6 +2,8 @@
 
 mod bench;
 mod cli;
+mod generate;
+mod gpu_bench;
 mod serve;
 
 use clap::Parser;
@@ -26,5 +28,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Serve(args) => runtime.block_on(serve::run(args)),
         cli::Command::Bench(args) => runtime.block_on(bench::run(args)),
+        cli::Command::GpuBench(args) => gpu_bench::run(args),
+        cli::Command::Generate(args) => generate::run(args),
     }
 }

@@ -1,0 +1,440 @@
+// The CUDA executor's kernels, compiled by NVRTC at start-up with the model's shape defined:
+// HEAD_DIM (a multiple of 64, at most 256) and GROUP (query heads per KV head).
+// bf16 is kept as raw 16-bit words with our own conversions: NVRTC has no cuda_bf16.h of its own.
+
+typedef unsigned short bf16;
+
+#define LANES (HEAD_DIM / 32)
+#define NEG_INF (-__int_as_float(0x7f800000))
+
+__device__ __forceinline__ float bf2f(bf16 x) { return __uint_as_float(((unsigned)x) << 16); }
+
+// LANES consecutive bf16 (LANES even) as floats, in 4- or 8-byte loads.
+__device__ __forceinline__ void load_lanes(const bf16* p, float* out) {
+#if LANES % 4 == 0
+    for (int e = 0; e < LANES; e += 4) {
+        uint2 u = *(const uint2*)(p + e);
+        out[e] = bf2f(u.x & 0xffffu);
+        out[e + 1] = bf2f(u.x >> 16);
+        out[e + 2] = bf2f(u.y & 0xffffu);
+        out[e + 3] = bf2f(u.y >> 16);
+    }
+#else
+    for (int e = 0; e < LANES; e += 2) {
+        unsigned u = *(const unsigned*)(p + e);
+        out[e] = bf2f(u & 0xffffu);
+        out[e + 1] = bf2f(u >> 16);
+    }
+#endif
+}
+
+// Round to nearest even; NaN stays NaN.
+__device__ __forceinline__ bf16 f2bf(float f) {
+    unsigned u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16)0x7fc0;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (bf16)(u >> 16);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Sum over a block of at most 1024 threads; every thread gets the total.
+__device__ float block_sum(float v) {
+    __shared__ float partial[32];
+    __shared__ float total;
+    v = warp_sum(v);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        float w = lane < (blockDim.x + 31) / 32 ? partial[lane] : 0.0f;
+        w = warp_sum(w);
+        if (lane == 0) total = w;
+    }
+    __syncthreads();
+    float t = total;
+    __syncthreads();
+    return t;
+}
+
+// x[t] = table[tokens[t]] (the f32 residual stream). Grid: tokens.
+extern "C" __global__ void embed(const int* tokens, const bf16* table, float* x, int hidden) {
+    const bf16* row = table + (size_t)tokens[blockIdx.x] * hidden;
+    float* out = x + (size_t)blockIdx.x * hidden;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) out[i] = bf2f(row[i]);
+}
+
+// The residual add fused with the next RMSNorm: x += delta (when given), out = norm(x) * w.
+// With `rows`, output row b normalizes input row rows[b] (the sampled rows before the LM head);
+// `delta` must then be null. Grid: output rows.
+extern "C" __global__ void add_rmsnorm(float* x, const bf16* delta, const bf16* w, bf16* out,
+                                       const int* rows, int hidden, float eps) {
+    int row = rows ? rows[blockIdx.x] : blockIdx.x;
+    float* xr = x + (size_t)row * hidden;
+    const bf16* dr = delta ? delta + (size_t)row * hidden : 0;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
+        float v = xr[i];
+        if (dr) {
+            v += bf2f(dr[i]);
+            xr[i] = v;
+        }
+        ss += v * v;
+    }
+    float scale = rsqrtf(block_sum(ss) / hidden + eps);
+    bf16* o = out + (size_t)blockIdx.x * hidden;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) o[i] = f2bf(xr[i] * scale * bf2f(w[i]));
+}
+
+// After the fused QKV projection: bias, Qwen3's per-head q/k RMSNorm, RoPE, then q to `q_out` and
+// k, v into the paged cache at each token's slot. qkv rows are [q heads | k heads | v heads].
+// Grid: (tokens, heads + kv_heads); block: HEAD_DIM / 2 threads, one rotation pair each.
+extern "C" __global__ void qkv_post(const bf16* qkv, const bf16* bias, const bf16* q_norm,
+                                    const bf16* k_norm, const float* inv_freq, const int* pos,
+                                    const int* slots, bf16* q_out, bf16* k_cache, bf16* v_cache,
+                                    int heads, int kv_heads, int interleaved, float eps) {
+    int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
+    int width = (heads + 2 * kv_heads) * HEAD_DIM;
+    const bf16* row = qkv + (size_t)t * width;
+    int a = interleaved ? 2 * i : i;
+    int b = interleaved ? 2 * i + 1 : i + HEAD_DIM / 2;
+    int col = h * HEAD_DIM;
+    float xa = bf2f(row[col + a]), xb = bf2f(row[col + b]);
+    if (bias) {
+        xa += bf2f(bias[col + a]);
+        xb += bf2f(bias[col + b]);
+    }
+    bool is_q = h < heads;
+    const bf16* norm = is_q ? q_norm : k_norm;
+    if (norm) {
+        float scale = rsqrtf(block_sum(xa * xa + xb * xb) / HEAD_DIM + eps);
+        xa = xa * scale * bf2f(norm[a]);
+        xb = xb * scale * bf2f(norm[b]);
+    }
+    float s, c;
+    sincosf((float)pos[t] * inv_freq[i], &s, &c);
+    float ra = xa * c - xb * s, rb = xb * c + xa * s;
+    if (is_q) {
+        bf16* q = q_out + ((size_t)t * heads + h) * HEAD_DIM;
+        q[a] = f2bf(ra);
+        q[b] = f2bf(rb);
+        return;
+    }
+    int g = h - heads;
+    size_t dst = ((size_t)slots[t] * kv_heads + g) * HEAD_DIM;
+    k_cache[dst + a] = f2bf(ra);
+    k_cache[dst + b] = f2bf(rb);
+    int vcol = (heads + kv_heads + g) * HEAD_DIM;
+    float va = bf2f(row[vcol + a]), vb = bf2f(row[vcol + b]);
+    if (bias) {
+        va += bf2f(bias[vcol + a]);
+        vb += bf2f(bias[vcol + b]);
+    }
+    v_cache[dst + a] = f2bf(va);
+    v_cache[dst + b] = f2bf(vb);
+}
+
+#define ATTN_WARPS 4
+
+// Attention of single-token (decode) steps over their sequence's paged KV (positions 0..=pos).
+// One block per (listed token, KV head, split): its warps take the split's keys in turn, each
+// keeping an online softmax for the GROUP query heads that share the KV head; the warps then
+// merge. With one split the block writes the output; with more it writes an unnormalized partial
+// (acc, max, sum) that `decode_merge` combines, so long contexts fill the GPU at batch 1.
+extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32)
+decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const int* pos,
+                 const int* seq_of, const int* block_tables, const int* token_list, int max_blocks,
+                 int block_size, int heads, int kv_heads, int chunk, int splits, float scale_log2,
+                 bf16* out, float* part_acc, float* part_ml) {
+    int item = blockIdx.x, g = blockIdx.y, split = blockIdx.z;
+    int t = token_list[item];
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int ctx = pos[t] + 1;
+    int begin = split * chunk;
+    int end = min(ctx, begin + chunk);
+    const int* table = block_tables + (size_t)seq_of[t] * max_blocks;
+
+    float qr[GROUP][LANES];
+    for (int j = 0; j < GROUP; j++) {
+        const bf16* qh = q + ((size_t)t * heads + g * GROUP + j) * HEAD_DIM;
+        for (int e = 0; e < LANES; e++) qr[j][e] = bf2f(qh[lane * LANES + e]) * scale_log2;
+    }
+    float m[GROUP], l[GROUP], acc[GROUP][LANES];
+    for (int j = 0; j < GROUP; j++) {
+        m[j] = NEG_INF;
+        l[j] = 0.0f;
+        for (int e = 0; e < LANES; e++) acc[j][e] = 0.0f;
+    }
+    for (int p = begin + warp; p < end; p += ATTN_WARPS) {
+        size_t slot = (size_t)table[p / block_size] * block_size + p % block_size;
+        size_t base = (slot * kv_heads + g) * HEAD_DIM + lane * LANES;
+        float kr[LANES], vr[LANES];
+        load_lanes(k_cache + base, kr);
+        load_lanes(v_cache + base, vr);
+        for (int j = 0; j < GROUP; j++) {
+            float s = 0.0f;
+            for (int e = 0; e < LANES; e++) s += qr[j][e] * kr[e];
+            s = warp_sum(s);
+            float m_new = fmaxf(m[j], s);
+            float corr = exp2f(m[j] - m_new);
+            float pr = exp2f(s - m_new);
+            l[j] = l[j] * corr + pr;
+            for (int e = 0; e < LANES; e++) acc[j][e] = acc[j][e] * corr + pr * vr[e];
+            m[j] = m_new;
+        }
+    }
+    __shared__ float sm_m[ATTN_WARPS][GROUP], sm_l[ATTN_WARPS][GROUP];
+    __shared__ float sm_acc[ATTN_WARPS][GROUP][HEAD_DIM];
+    for (int j = 0; j < GROUP; j++) {
+        if (lane == 0) {
+            sm_m[warp][j] = m[j];
+            sm_l[warp][j] = l[j];
+        }
+        for (int e = 0; e < LANES; e++) sm_acc[warp][j][lane * LANES + e] = acc[j][e];
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < GROUP * HEAD_DIM; idx += blockDim.x) {
+        int j = idx / HEAD_DIM, d = idx % HEAD_DIM;
+        float mm = NEG_INF;
+        for (int w = 0; w < ATTN_WARPS; w++) mm = fmaxf(mm, sm_m[w][j]);
+        float ll = 0.0f, aa = 0.0f;
+        if (mm != NEG_INF) {
+            for (int w = 0; w < ATTN_WARPS; w++) {
+                float f = exp2f(sm_m[w][j] - mm);
+                ll += sm_l[w][j] * f;
+                aa += sm_acc[w][j][d] * f;
+            }
+        }
+        int h = g * GROUP + j;
+        if (splits == 1) {
+            out[((size_t)t * heads + h) * HEAD_DIM + d] = f2bf(aa / ll);
+        } else {
+            size_t part = ((size_t)item * heads + h) * splits + split;
+            part_acc[part * HEAD_DIM + d] = aa;
+            if (d == 0) {
+                part_ml[2 * part] = mm;
+                part_ml[2 * part + 1] = ll;
+            }
+        }
+    }
+}
+
+// Merges the splits' partials of `decode_attention`. Grid: (listed tokens, heads); block:
+// HEAD_DIM threads.
+extern "C" __global__ void decode_merge(const float* part_acc, const float* part_ml,
+                                        const int* token_list, int heads, int splits, bf16* out) {
+    int item = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
+    int t = token_list[item];
+    size_t first = ((size_t)item * heads + h) * splits;
+    float mm = NEG_INF;
+    for (int s = 0; s < splits; s++) mm = fmaxf(mm, part_ml[2 * (first + s)]);
+    float ll = 0.0f, aa = 0.0f;
+    for (int s = 0; s < splits; s++) {
+        float ms = part_ml[2 * (first + s)];
+        if (ms == NEG_INF) continue;
+        float f = exp2f(ms - mm);
+        ll += part_ml[2 * (first + s) + 1] * f;
+        aa += part_acc[(first + s) * HEAD_DIM + d] * f;
+    }
+    out[((size_t)t * heads + h) * HEAD_DIM + d] = f2bf(aa / ll);
+}
+
+// Prefill attention on the tensor cores (FlashAttention-2 style): one block per (tile of up to
+// QT consecutive new tokens of one sequence, query head); each of its 4 warps owns 16 query rows.
+// Key tiles of KT positions are gathered from the paged cache into shared memory (V transposed),
+// S = QKᵀ and O += PV run as m16n8k16 bf16 MMAs with f32 accumulators, softmax online in
+// registers, causal mask by position. `tiles` holds (first token, count, sequence) triples.
+#define QT 64
+#define KT (HEAD_DIM <= 128 ? 64 : 32)
+#define KPAD (HEAD_DIM + 8)
+#define VPAD (KT + 8)
+
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+    return (unsigned)f2bf(lo) | ((unsigned)f2bf(hi) << 16);
+}
+
+__device__ __forceinline__ void mma_bf16(float* c, const unsigned* a, unsigned b0, unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+prefill_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const int* pos,
+                  const int* block_tables, const int* tiles, int max_blocks, int block_size,
+                  int heads, int kv_heads, float scale_log2, bf16* out) {
+    __shared__ __align__(16) bf16 ks[KT][KPAD];
+    __shared__ __align__(16) bf16 vt[HEAD_DIM][VPAD];
+    int h = blockIdx.y, g = h / GROUP;
+    int t0 = tiles[3 * blockIdx.x], count = tiles[3 * blockIdx.x + 1];
+    const int* table = block_tables + (size_t)tiles[3 * blockIdx.x + 2] * max_blocks;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int gr = lane / 4, c = (lane % 4) * 2;
+    int r0 = warp * 16 + gr, r1 = r0 + 8;
+    int last = pos[t0 + count - 1];
+    // Rows past the tile's tokens repeat its last token and are not written.
+    int tq0 = t0 + min(r0, count - 1), tq1 = t0 + min(r1, count - 1);
+    int qp0 = pos[tq0], qp1 = pos[tq1];
+    const bf16* q0 = q + ((size_t)tq0 * heads + h) * HEAD_DIM;
+    const bf16* q1 = q + ((size_t)tq1 * heads + h) * HEAD_DIM;
+    unsigned qa[HEAD_DIM / 16][4];
+    for (int kk = 0; kk < HEAD_DIM / 16; kk++) {
+        qa[kk][0] = *(const unsigned*)(q0 + kk * 16 + c);
+        qa[kk][1] = *(const unsigned*)(q1 + kk * 16 + c);
+        qa[kk][2] = *(const unsigned*)(q0 + kk * 16 + c + 8);
+        qa[kk][3] = *(const unsigned*)(q1 + kk * 16 + c + 8);
+    }
+    float o[HEAD_DIM / 8][4];
+    for (int dn = 0; dn < HEAD_DIM / 8; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
+    float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.0f, l1 = 0.0f;
+    int n_keys = last + 1;
+    for (int kb = 0; kb < n_keys; kb += KT) {
+        __syncthreads();
+        for (int i = threadIdx.x; i < KT * HEAD_DIM / 8; i += blockDim.x) {
+            int key = i / (HEAD_DIM / 8), d = (i % (HEAD_DIM / 8)) * 8;
+            int p = kb + key;
+            uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
+            if (p < n_keys) {
+                size_t slot = (size_t)table[p / block_size] * block_size + p % block_size;
+                size_t base = (slot * kv_heads + g) * HEAD_DIM + d;
+                kv = *(const uint4*)(k_cache + base);
+                vv = *(const uint4*)(v_cache + base);
+            }
+            *(uint4*)&ks[key][d] = kv;
+            const bf16* ve = (const bf16*)&vv;
+            for (int e = 0; e < 8; e++) vt[d + e][key] = ve[e];
+        }
+        __syncthreads();
+        float sc[KT / 8][4];
+        for (int n = 0; n < KT / 8; n++) {
+            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+            for (int kk = 0; kk < HEAD_DIM / 16; kk++) {
+                unsigned b0 = *(const unsigned*)&ks[n * 8 + gr][kk * 16 + c];
+                unsigned b1 = *(const unsigned*)&ks[n * 8 + gr][kk * 16 + c + 8];
+                mma_bf16(sc[n], qa[kk], b0, b1);
+            }
+        }
+        float mx0 = m0, mx1 = m1;
+        for (int n = 0; n < KT / 8; n++) {
+            for (int e = 0; e < 2; e++) {
+                int key = kb + n * 8 + c + e;
+                sc[n][e] = key <= qp0 ? sc[n][e] * scale_log2 : NEG_INF;
+                sc[n][2 + e] = key <= qp1 ? sc[n][2 + e] * scale_log2 : NEG_INF;
+                mx0 = fmaxf(mx0, sc[n][e]);
+                mx1 = fmaxf(mx1, sc[n][2 + e]);
+            }
+        }
+        for (int o_ = 1; o_ <= 2; o_ <<= 1) {
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o_));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o_));
+        }
+        // Key 0 is visible to every row, so the maxima are finite from the first tile on.
+        float corr0 = exp2f(m0 - mx0), corr1 = exp2f(m1 - mx1);
+        m0 = mx0;
+        m1 = mx1;
+        float rs0 = 0.0f, rs1 = 0.0f;
+        for (int n = 0; n < KT / 8; n++) {
+            for (int e = 0; e < 2; e++) {
+                sc[n][e] = exp2f(sc[n][e] - m0);
+                sc[n][2 + e] = exp2f(sc[n][2 + e] - m1);
+                rs0 += sc[n][e];
+                rs1 += sc[n][2 + e];
+            }
+        }
+        l0 = l0 * corr0 + rs0;
+        l1 = l1 * corr1 + rs1;
+        for (int dn = 0; dn < HEAD_DIM / 8; dn++) {
+            o[dn][0] *= corr0;
+            o[dn][1] *= corr0;
+            o[dn][2] *= corr1;
+            o[dn][3] *= corr1;
+        }
+        for (int kk = 0; kk < KT / 16; kk++) {
+            unsigned pa[4] = {pack_bf16(sc[2 * kk][0], sc[2 * kk][1]),
+                              pack_bf16(sc[2 * kk][2], sc[2 * kk][3]),
+                              pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]),
+                              pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+            for (int dn = 0; dn < HEAD_DIM / 8; dn++) {
+                unsigned b0 = *(const unsigned*)&vt[dn * 8 + gr][kk * 16 + c];
+                unsigned b1 = *(const unsigned*)&vt[dn * 8 + gr][kk * 16 + c + 8];
+                mma_bf16(o[dn], pa, b0, b1);
+            }
+        }
+    }
+    for (int o_ = 1; o_ <= 2; o_ <<= 1) {
+        l0 += __shfl_xor_sync(0xffffffffu, l0, o_);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, o_);
+    }
+    for (int dn = 0; dn < HEAD_DIM / 8; dn++) {
+        if (r0 < count) {
+            *(unsigned*)(out + ((size_t)(t0 + r0) * heads + h) * HEAD_DIM + dn * 8 + c) =
+                pack_bf16(o[dn][0] / l0, o[dn][1] / l0);
+        }
+        if (r1 < count) {
+            *(unsigned*)(out + ((size_t)(t0 + r1) * heads + h) * HEAD_DIM + dn * 8 + c) =
+                pack_bf16(o[dn][2] / l1, o[dn][3] / l1);
+        }
+    }
+}
+
+// out = silu(gate) * up, from the fused gate|up projection's rows [gate | up].
+extern "C" __global__ void silu_mul(const bf16* gate_up, bf16* out, int inter, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        long long t = i / inter, c = i % inter;
+        float g = bf2f(gate_up[t * 2 * inter + c]);
+        float u = bf2f(gate_up[t * 2 * inter + inter + c]);
+        out[i] = f2bf(g / (1.0f + __expf(-g)) * u);
+    }
+}
+
+// Greedy sampling: the index of each row's largest logit (the first on ties). Grid: rows.
+extern "C" __global__ void argmax(const float* logits, int vocab, int* out) {
+    const float* row = logits + (size_t)blockIdx.x * vocab;
+    float best = NEG_INF;
+    int index = 0x7fffffff;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+        float v = row[i];
+        if (v > best) {
+            best = v;
+            index = i;
+        }
+    }
+    __shared__ float sv[1024];
+    __shared__ int si[1024];
+    sv[threadIdx.x] = best;
+    si[threadIdx.x] = index;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
+        if (threadIdx.x < stride) {
+            float ov = sv[threadIdx.x + stride];
+            int oi = si[threadIdx.x + stride];
+            if (ov > sv[threadIdx.x] || (ov == sv[threadIdx.x] && oi < si[threadIdx.x])) {
+                sv[threadIdx.x] = ov;
+                si[threadIdx.x] = oi;
+            }
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[blockIdx.x] = si[0];
+}
+
+// Dummy weights: `center` plus uniform noise in [-spread, spread], from a hash of (seed, index),
+// so any size is made on the GPU without host transfers.
+extern "C" __global__ void fill_random(bf16* out, long long n, unsigned seed, float center,
+                                       float spread) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        unsigned long long z = (unsigned long long)i * 0x9E3779B97F4A7C15ull + seed;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        float u = (float)(z >> 40) * (1.0f / 16777216.0f);
+        out[i] = f2bf(center + spread * (2.0f * u - 1.0f));
+    }
+}
