@@ -166,8 +166,35 @@ impl Gpu {
         block: u32,
         args: &mut [*mut c_void],
     ) -> GpuResult<()> {
+        unsafe { self.launch_with_shared(f, grid, block, 0, args) }
+    }
+
+    /// [`Gpu::launch`] with `shared` bytes of dynamic shared memory.
+    ///
+    /// # Safety
+    /// As for `launch`; more than 48 KiB needs [`Gpu::allow_shared`] on `f` first.
+    pub unsafe fn launch_with_shared(
+        &self,
+        f: cu::CUfunction,
+        grid: (u32, u32, u32),
+        block: u32,
+        shared: u32,
+        args: &mut [*mut c_void],
+    ) -> GpuResult<()> {
         check("cuLaunchKernel", unsafe {
-            result::launch_kernel(f, grid, (block, 1, 1), 0, self.stream, args)
+            result::launch_kernel(f, grid, (block, 1, 1), shared, self.stream, args)
+        })
+    }
+
+    /// Lets `f` use up to `bytes` of dynamic shared memory.
+    pub fn allow_shared(&self, f: cu::CUfunction, bytes: u32) -> GpuResult<()> {
+        // SAFETY: `f` is a loaded kernel.
+        check("cuFuncSetAttribute", unsafe {
+            result::function::set_function_attribute(
+                f,
+                cu::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                bytes as i32,
+            )
         })
     }
 

@@ -140,7 +140,7 @@ impl Model<'_> {
                 part_ml,
             };
             if plan.decode > 0 {
-                k.decode_attention(gpu, &args, &shape, plan.decode, plan.max_ctx, splits)?;
+                k.decode_attention(gpu, &args, &shape, plan.decode, splits)?;
             }
             if plan.tiles > 0 {
                 k.prefill_attention(gpu, &args, &shape, plan.tiles)?;

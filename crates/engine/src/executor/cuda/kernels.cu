@@ -4,28 +4,64 @@
 
 typedef unsigned short bf16;
 
-#define LANES (HEAD_DIM / 32)
 #define NEG_INF (-__int_as_float(0x7f800000))
 
 __device__ __forceinline__ float bf2f(bf16 x) { return __uint_as_float(((unsigned)x) << 16); }
 
-// LANES consecutive bf16 (LANES even) as floats, in 4- or 8-byte loads.
-__device__ __forceinline__ void load_lanes(const bf16* p, float* out) {
-#if LANES % 4 == 0
-    for (int e = 0; e < LANES; e += 4) {
-        uint2 u = *(const uint2*)(p + e);
-        out[e] = bf2f(u.x & 0xffffu);
-        out[e + 1] = bf2f(u.x >> 16);
-        out[e + 2] = bf2f(u.y & 0xffffu);
-        out[e + 3] = bf2f(u.y >> 16);
+// N consecutive bf16 (N even) as floats, in the widest aligned loads.
+template <int N>
+__device__ __forceinline__ void load_bf16(const bf16* p, float* out) {
+    if constexpr (N % 8 == 0) {
+        for (int e = 0; e < N; e += 8) {
+            uint4 u = *(const uint4*)(p + e);
+            unsigned w[4] = {u.x, u.y, u.z, u.w};
+            for (int k = 0; k < 4; k++) {
+                out[e + 2 * k] = bf2f(w[k] & 0xffffu);
+                out[e + 2 * k + 1] = bf2f(w[k] >> 16);
+            }
+        }
+    } else if constexpr (N % 4 == 0) {
+        for (int e = 0; e < N; e += 4) {
+            uint2 u = *(const uint2*)(p + e);
+            out[e] = bf2f(u.x & 0xffffu);
+            out[e + 1] = bf2f(u.x >> 16);
+            out[e + 2] = bf2f(u.y & 0xffffu);
+            out[e + 3] = bf2f(u.y >> 16);
+        }
+    } else {
+        for (int e = 0; e < N; e += 2) {
+            unsigned u = *(const unsigned*)(p + e);
+            out[e] = bf2f(u & 0xffffu);
+            out[e + 1] = bf2f(u >> 16);
+        }
     }
-#else
-    for (int e = 0; e < LANES; e += 2) {
-        unsigned u = *(const unsigned*)(p + e);
-        out[e] = bf2f(u & 0xffffu);
-        out[e + 1] = bf2f(u >> 16);
+}
+
+// N consecutive bf16 (N even) as N / 2 raw 32-bit words, in the widest aligned loads.
+template <int N>
+__device__ __forceinline__ void load_raw(const bf16* p, unsigned* out) {
+    if constexpr (N % 8 == 0) {
+        for (int e = 0; e < N; e += 8) {
+            uint4 u = *(const uint4*)(p + e);
+            out[e / 2] = u.x;
+            out[e / 2 + 1] = u.y;
+            out[e / 2 + 2] = u.z;
+            out[e / 2 + 3] = u.w;
+        }
+    } else if constexpr (N % 4 == 0) {
+        for (int e = 0; e < N; e += 4) {
+            uint2 u = *(const uint2*)(p + e);
+            out[e / 2] = u.x;
+            out[e / 2 + 1] = u.y;
+        }
+    } else {
+        for (int e = 0; e < N; e += 2) out[e / 2] = *(const unsigned*)(p + e);
     }
-#endif
+}
+
+// Element e of raw bf16 words.
+__device__ __forceinline__ float raw_at(const unsigned* raw, int e) {
+    return bf2f((raw[e / 2] >> (16 * (e % 2))) & 0xffffu);
 }
 
 // Round to nearest even; NaN stays NaN.
@@ -138,71 +174,110 @@ extern "C" __global__ void qkv_post(const bf16* qkv, const bf16* bias, const bf1
 }
 
 #define ATTN_WARPS 4
+// Lanes per key in decode attention: as few as keep each lane's share of the GROUP heads' query
+// and accumulators within 32 floats (registers bound occupancy), so a warp reads 32 / KL keys at
+// once.
+#if GROUP * HEAD_DIM <= 256
+#define KL 8
+#elif GROUP * HEAD_DIM <= 512
+#define KL 16
+#else
+#define KL 32
+#endif
+#define KE (HEAD_DIM / KL)
+#define STREAMS (ATTN_WARPS * 32 / KL)
+// Keys each group loads per round.
+#define DU 4
 
 // Attention of single-token (decode) steps over their sequence's paged KV (positions 0..=pos).
-// One block per (listed token, KV head, split): its warps take the split's keys in turn, each
-// keeping an online softmax for the GROUP query heads that share the KV head; the warps then
-// merge. With one split the block writes the output; with more it writes an unnormalized partial
-// (acc, max, sum) that `decode_merge` combines, so long contexts fill the GPU at batch 1.
+// One block per (listed token, KV head, split); the split's keys are dealt to STREAMS groups of
+// KL lanes, each keeping an online softmax for the GROUP query heads that share the KV head;
+// the groups then merge. With one split the block writes the output; with more it writes an
+// unnormalized partial (acc, max, sum) that `decode_merge` combines, so long contexts fill the
+// GPU at batch 1.
 extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32)
 decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const int* pos,
                  const int* seq_of, const int* block_tables, const int* token_list, int max_blocks,
-                 int block_size, int heads, int kv_heads, int chunk, int splits, float scale_log2,
-                 bf16* out, float* part_acc, float* part_ml) {
+                 int block_size, int heads, int kv_heads, int splits, float scale_log2, bf16* out,
+                 float* part_acc, float* part_ml) {
     int item = blockIdx.x, g = blockIdx.y, split = blockIdx.z;
     int t = token_list[item];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int sub = lane / KL, sl = lane % KL;
+    int stream = warp * (32 / KL) + sub;
     int ctx = pos[t] + 1;
+    int chunk = (ctx + splits - 1) / splits;
     int begin = split * chunk;
     int end = min(ctx, begin + chunk);
     const int* table = block_tables + (size_t)seq_of[t] * max_blocks;
 
-    float qr[GROUP][LANES];
+    float qr[GROUP][KE];
     for (int j = 0; j < GROUP; j++) {
-        const bf16* qh = q + ((size_t)t * heads + g * GROUP + j) * HEAD_DIM;
-        for (int e = 0; e < LANES; e++) qr[j][e] = bf2f(qh[lane * LANES + e]) * scale_log2;
+        load_bf16<KE>(q + ((size_t)t * heads + g * GROUP + j) * HEAD_DIM + sl * KE, qr[j]);
+        for (int e = 0; e < KE; e++) qr[j][e] *= scale_log2;
     }
-    float m[GROUP], l[GROUP], acc[GROUP][LANES];
+    float m[GROUP], l[GROUP], acc[GROUP][KE];
     for (int j = 0; j < GROUP; j++) {
         m[j] = NEG_INF;
         l[j] = 0.0f;
-        for (int e = 0; e < LANES; e++) acc[j][e] = 0.0f;
+        for (int e = 0; e < KE; e++) acc[j][e] = 0.0f;
     }
-    for (int p = begin + warp; p < end; p += ATTN_WARPS) {
-        size_t slot = (size_t)table[p / block_size] * block_size + p % block_size;
-        size_t base = (slot * kv_heads + g) * HEAD_DIM + lane * LANES;
-        float kr[LANES], vr[LANES];
-        load_lanes(k_cache + base, kr);
-        load_lanes(v_cache + base, vr);
-        for (int j = 0; j < GROUP; j++) {
-            float s = 0.0f;
-            for (int e = 0; e < LANES; e++) s += qr[j][e] * kr[e];
-            s = warp_sum(s);
-            float m_new = fmaxf(m[j], s);
-            float corr = exp2f(m[j] - m_new);
-            float pr = exp2f(s - m_new);
-            l[j] = l[j] * corr + pr;
-            for (int e = 0; e < LANES; e++) acc[j][e] = acc[j][e] * corr + pr * vr[e];
-            m[j] = m_new;
+    // Each group takes DU keys per round, all their loads issued before any is used, to keep
+    // enough reads in flight. The loop condition is uniform across the warp (the shuffles need
+    // every lane); a key past the end computes on zeros and leaves the state alone.
+    for (int first = begin + warp * (32 / KL); first < end; first += STREAMS * DU) {
+        size_t base[DU];
+        #pragma unroll
+        for (int u = 0; u < DU; u++) {
+            int p = min(first + sub + u * STREAMS, end - 1);
+            size_t slot = (size_t)table[p / block_size] * block_size + p % block_size;
+            base[u] = (slot * kv_heads + g) * HEAD_DIM + sl * KE;
+        }
+        unsigned kraw[DU][KE / 2], vraw[DU][KE / 2];
+        #pragma unroll
+        for (int u = 0; u < DU; u++) {
+            load_raw<KE>(k_cache + base[u], kraw[u]);
+            load_raw<KE>(v_cache + base[u], vraw[u]);
+        }
+        #pragma unroll
+        for (int u = 0; u < DU; u++) {
+            bool ok = first + sub + u * STREAMS < end;
+            #pragma unroll
+            for (int j = 0; j < GROUP; j++) {
+                float s = 0.0f;
+                #pragma unroll
+                for (int e = 0; e < KE; e++) s += qr[j][e] * raw_at(kraw[u], e);
+                #pragma unroll
+                for (int o = KL / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+                if (ok) {
+                    float m_new = fmaxf(m[j], s);
+                    float corr = exp2f(m[j] - m_new);
+                    float pr = exp2f(s - m_new);
+                    l[j] = l[j] * corr + pr;
+                    #pragma unroll
+                    for (int e = 0; e < KE; e++) acc[j][e] = acc[j][e] * corr + pr * raw_at(vraw[u], e);
+                    m[j] = m_new;
+                }
+            }
         }
     }
-    __shared__ float sm_m[ATTN_WARPS][GROUP], sm_l[ATTN_WARPS][GROUP];
-    __shared__ float sm_acc[ATTN_WARPS][GROUP][HEAD_DIM];
+    __shared__ float sm_m[STREAMS][GROUP], sm_l[STREAMS][GROUP];
+    __shared__ float sm_acc[STREAMS][GROUP][HEAD_DIM];
     for (int j = 0; j < GROUP; j++) {
-        if (lane == 0) {
-            sm_m[warp][j] = m[j];
-            sm_l[warp][j] = l[j];
+        if (sl == 0) {
+            sm_m[stream][j] = m[j];
+            sm_l[stream][j] = l[j];
         }
-        for (int e = 0; e < LANES; e++) sm_acc[warp][j][lane * LANES + e] = acc[j][e];
+        for (int e = 0; e < KE; e++) sm_acc[stream][j][sl * KE + e] = acc[j][e];
     }
     __syncthreads();
     for (int idx = threadIdx.x; idx < GROUP * HEAD_DIM; idx += blockDim.x) {
         int j = idx / HEAD_DIM, d = idx % HEAD_DIM;
         float mm = NEG_INF;
-        for (int w = 0; w < ATTN_WARPS; w++) mm = fmaxf(mm, sm_m[w][j]);
+        for (int w = 0; w < STREAMS; w++) mm = fmaxf(mm, sm_m[w][j]);
         float ll = 0.0f, aa = 0.0f;
         if (mm != NEG_INF) {
-            for (int w = 0; w < ATTN_WARPS; w++) {
+            for (int w = 0; w < STREAMS; w++) {
                 float f = exp2f(sm_m[w][j] - mm);
                 ll += sm_l[w][j] * f;
                 aa += sm_acc[w][j][d] * f;
@@ -244,13 +319,12 @@ extern "C" __global__ void decode_merge(const float* part_acc, const float* part
 
 // Prefill attention on the tensor cores (FlashAttention-2 style): one block per (tile of up to
 // QT consecutive new tokens of one sequence, query head); each of its 4 warps owns 16 query rows.
-// Key tiles of KT positions are gathered from the paged cache into shared memory (V transposed),
-// S = QKᵀ and O += PV run as m16n8k16 bf16 MMAs with f32 accumulators, softmax online in
-// registers, causal mask by position. `tiles` holds (first token, count, sequence) triples.
+// Tiles of KT keys (KT from the host) are copied from the paged cache into shared memory with
+// cp.async, two stages deep so the next tile loads while this one is used; S = QKᵀ and O += PV run
+// as m16n8k16 bf16 MMAs with f32 accumulators (V's fragments through ldmatrix.trans), softmax
+// online in registers, causal mask by position. `tiles` holds (first token, count, sequence).
 #define QT 64
-#define KT (HEAD_DIM <= 128 ? 64 : 32)
 #define KPAD (HEAD_DIM + 8)
-#define VPAD (KT + 8)
 
 __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
     return (unsigned)f2bf(lo) | ((unsigned)f2bf(hi) << 16);
@@ -264,12 +338,26 @@ __device__ __forceinline__ void mma_bf16(float* c, const unsigned* a, unsigned b
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+__device__ __forceinline__ unsigned shared_addr(const void* p) {
+    unsigned a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+
+// 16 bytes global -> shared without registers; `bytes` 0 writes zeros and reads nothing.
+__device__ __forceinline__ void copy16(void* dst, const void* src, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_addr(dst)),
+                 "l"(src), "r"(bytes));
+}
+
 extern "C" __global__ void __launch_bounds__(128)
 prefill_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const int* pos,
                   const int* block_tables, const int* tiles, int max_blocks, int block_size,
                   int heads, int kv_heads, float scale_log2, bf16* out) {
-    __shared__ __align__(16) bf16 ks[KT][KPAD];
-    __shared__ __align__(16) bf16 vt[HEAD_DIM][VPAD];
+    extern __shared__ __align__(16) bf16 smem[];
+    // [stage][key][KPAD] for K, then the same for V.
+    bf16* ks = smem;
+    bf16* vs = smem + 2 * KT * KPAD;
     int h = blockIdx.y, g = h / GROUP;
     int t0 = tiles[3 * blockIdx.x], count = tiles[3 * blockIdx.x + 1];
     const int* table = block_tables + (size_t)tiles[3 * blockIdx.x + 2] * max_blocks;
@@ -283,6 +371,7 @@ prefill_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const
     const bf16* q0 = q + ((size_t)tq0 * heads + h) * HEAD_DIM;
     const bf16* q1 = q + ((size_t)tq1 * heads + h) * HEAD_DIM;
     unsigned qa[HEAD_DIM / 16][4];
+#pragma unroll
     for (int kk = 0; kk < HEAD_DIM / 16; kk++) {
         qa[kk][0] = *(const unsigned*)(q0 + kk * 16 + c);
         qa[kk][1] = *(const unsigned*)(q1 + kk * 16 + c);
@@ -290,37 +379,55 @@ prefill_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const
         qa[kk][3] = *(const unsigned*)(q1 + kk * 16 + c + 8);
     }
     float o[HEAD_DIM / 8][4];
+#pragma unroll
     for (int dn = 0; dn < HEAD_DIM / 8; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
     float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.0f, l1 = 0.0f;
     int n_keys = last + 1;
-    for (int kb = 0; kb < n_keys; kb += KT) {
-        __syncthreads();
+    int n_tiles = (n_keys + KT - 1) / KT;
+
+    auto load_tile = [&](int tile, int stage) {
         for (int i = threadIdx.x; i < KT * HEAD_DIM / 8; i += blockDim.x) {
             int key = i / (HEAD_DIM / 8), d = (i % (HEAD_DIM / 8)) * 8;
-            int p = kb + key;
-            uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
+            int p = tile * KT + key;
+            size_t base = 0;
             if (p < n_keys) {
                 size_t slot = (size_t)table[p / block_size] * block_size + p % block_size;
-                size_t base = (slot * kv_heads + g) * HEAD_DIM + d;
-                kv = *(const uint4*)(k_cache + base);
-                vv = *(const uint4*)(v_cache + base);
+                base = (slot * kv_heads + g) * HEAD_DIM + d;
             }
-            *(uint4*)&ks[key][d] = kv;
-            const bf16* ve = (const bf16*)&vv;
-            for (int e = 0; e < 8; e++) vt[d + e][key] = ve[e];
+            int bytes = p < n_keys ? 16 : 0;
+            copy16(ks + (stage * KT + key) * KPAD + d, k_cache + base, bytes);
+            copy16(vs + (stage * KT + key) * KPAD + d, v_cache + base, bytes);
         }
+        asm volatile("cp.async.commit_group;\n" ::);
+    };
+
+    load_tile(0, 0);
+    for (int tile = 0; tile < n_tiles; tile++) {
+        int stage = tile & 1;
+        if (tile + 1 < n_tiles) {
+            load_tile(tile + 1, stage ^ 1);
+        } else {
+            asm volatile("cp.async.commit_group;\n" ::);
+        }
+        asm volatile("cp.async.wait_group 1;\n" ::);
         __syncthreads();
+        const bf16* kt = ks + stage * KT * KPAD;
+        const bf16* vt = vs + stage * KT * KPAD;
+        int kb = tile * KT;
         float sc[KT / 8][4];
+#pragma unroll
         for (int n = 0; n < KT / 8; n++) {
             sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+#pragma unroll
             for (int kk = 0; kk < HEAD_DIM / 16; kk++) {
-                unsigned b0 = *(const unsigned*)&ks[n * 8 + gr][kk * 16 + c];
-                unsigned b1 = *(const unsigned*)&ks[n * 8 + gr][kk * 16 + c + 8];
-                mma_bf16(sc[n], qa[kk], b0, b1);
+                const bf16* row = kt + (n * 8 + gr) * KPAD + kk * 16 + c;
+                mma_bf16(sc[n], qa[kk], *(const unsigned*)row, *(const unsigned*)(row + 8));
             }
         }
         float mx0 = m0, mx1 = m1;
+#pragma unroll
         for (int n = 0; n < KT / 8; n++) {
+#pragma unroll
             for (int e = 0; e < 2; e++) {
                 int key = kb + n * 8 + c + e;
                 sc[n][e] = key <= qp0 ? sc[n][e] * scale_log2 : NEG_INF;
@@ -329,16 +436,19 @@ prefill_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const
                 mx1 = fmaxf(mx1, sc[n][2 + e]);
             }
         }
-        for (int o_ = 1; o_ <= 2; o_ <<= 1) {
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o_));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o_));
+#pragma unroll
+        for (int x = 1; x <= 2; x <<= 1) {
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, x));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, x));
         }
         // Key 0 is visible to every row, so the maxima are finite from the first tile on.
         float corr0 = exp2f(m0 - mx0), corr1 = exp2f(m1 - mx1);
         m0 = mx0;
         m1 = mx1;
         float rs0 = 0.0f, rs1 = 0.0f;
+#pragma unroll
         for (int n = 0; n < KT / 8; n++) {
+#pragma unroll
             for (int e = 0; e < 2; e++) {
                 sc[n][e] = exp2f(sc[n][e] - m0);
                 sc[n][2 + e] = exp2f(sc[n][2 + e] - m1);
@@ -348,28 +458,42 @@ prefill_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const
         }
         l0 = l0 * corr0 + rs0;
         l1 = l1 * corr1 + rs1;
+#pragma unroll
         for (int dn = 0; dn < HEAD_DIM / 8; dn++) {
             o[dn][0] *= corr0;
             o[dn][1] *= corr0;
             o[dn][2] *= corr1;
             o[dn][3] *= corr1;
         }
+#pragma unroll
         for (int kk = 0; kk < KT / 16; kk++) {
             unsigned pa[4] = {pack_bf16(sc[2 * kk][0], sc[2 * kk][1]),
                               pack_bf16(sc[2 * kk][2], sc[2 * kk][3]),
                               pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]),
                               pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
-            for (int dn = 0; dn < HEAD_DIM / 8; dn++) {
-                unsigned b0 = *(const unsigned*)&vt[dn * 8 + gr][kk * 16 + c];
-                unsigned b1 = *(const unsigned*)&vt[dn * 8 + gr][kk * 16 + c + 8];
-                mma_bf16(o[dn], pa, b0, b1);
+            // Lanes 0-15 address keys kk*16 + 0..15 of dims dn*8.., lanes 16-31 those of
+            // (dn+1)*8..; transposed, they land as the B fragments of dn and dn + 1.
+            int mi = lane / 8;
+            const bf16* vrow = vt + (kk * 16 + (mi & 1) * 8 + lane % 8) * KPAD + (mi >> 1) * 8;
+#pragma unroll
+            for (int dn = 0; dn < HEAD_DIM / 8; dn += 2) {
+                unsigned b[4];
+                asm volatile(
+                    "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                    : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
+                    : "r"(shared_addr(vrow + dn * 8)));
+                mma_bf16(o[dn], pa, b[0], b[1]);
+                mma_bf16(o[dn + 1], pa, b[2], b[3]);
             }
         }
+        __syncthreads();
     }
-    for (int o_ = 1; o_ <= 2; o_ <<= 1) {
-        l0 += __shfl_xor_sync(0xffffffffu, l0, o_);
-        l1 += __shfl_xor_sync(0xffffffffu, l1, o_);
+#pragma unroll
+    for (int x = 1; x <= 2; x <<= 1) {
+        l0 += __shfl_xor_sync(0xffffffffu, l0, x);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, x);
     }
+#pragma unroll
     for (int dn = 0; dn < HEAD_DIM / 8; dn++) {
         if (r0 < count) {
             *(unsigned*)(out + ((size_t)(t0 + r0) * heads + h) * HEAD_DIM + dn * 8 + c) =

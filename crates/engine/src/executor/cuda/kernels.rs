@@ -22,6 +22,7 @@ pub struct Kernels {
     argmax: CUfunction,
     fill_random: CUfunction,
     head_dim: usize,
+    prefill_shared: u32,
 }
 
 // SAFETY: function handles are immutable once loaded and valid in any thread that binds the
@@ -51,6 +52,11 @@ pub struct AttnArgs {
     pub part_ml: CUdeviceptr,
 }
 
+/// Keys per shared-memory tile of `prefill_attention`: two stages of K and V stay under 70 KiB.
+fn prefill_key_tile(head_dim: usize) -> usize {
+    if head_dim <= 128 { 64 } else { 32 }
+}
+
 /// Checks that the kernels support a head shape (before anything is loaded).
 pub fn check_shape(head_dim: usize, group: usize) -> Result<(), String> {
     if head_dim == 0 || !head_dim.is_multiple_of(64) || head_dim > 256 {
@@ -70,10 +76,14 @@ pub fn check_shape(head_dim: usize, group: usize) -> Result<(), String> {
 impl Kernels {
     pub fn load(gpu: &Gpu, compiler: &Compiler, head_dim: usize, group: usize) -> GpuResult<Self> {
         check_shape(head_dim, group)?;
+        let kt = prefill_key_tile(head_dim);
         let defines = [
             ("HEAD_DIM", head_dim.to_string()),
             ("GROUP", group.to_string()),
+            ("KT", kt.to_string()),
         ];
+        // Two stages of K and V tiles, rows padded by 8 elements (see prefill_attention).
+        let prefill_shared = (2 * 2 * kt * (head_dim + 8) * 2) as u32;
         let cubin = compiler.cubin(SOURCE, &defines, gpu.arch)?;
         let m = gpu.module(&cubin)?;
         let f = |name: &str| -> GpuResult<CUfunction> {
@@ -81,17 +91,20 @@ impl Kernels {
             // SAFETY: `m` is a loaded module that is never unloaded.
             unsafe { module::get_function(m, c) }.map_err(|e| format!("kernel {name}: {e:?}"))
         };
+        let prefill_attention = f("prefill_attention")?;
+        gpu.allow_shared(prefill_attention, prefill_shared)?;
         Ok(Self {
             embed: f("embed")?,
             add_rmsnorm: f("add_rmsnorm")?,
             qkv_post: f("qkv_post")?,
             decode_attention: f("decode_attention")?,
             decode_merge: f("decode_merge")?,
-            prefill_attention: f("prefill_attention")?,
+            prefill_attention,
             silu_mul: f("silu_mul")?,
             argmax: f("argmax")?,
             fill_random: f("fill_random")?,
             head_dim,
+            prefill_shared,
         })
     }
 
@@ -198,18 +211,15 @@ impl Kernels {
         }
     }
 
-    /// Decode attention for the `n` listed tokens whose longest context is `max_ctx`, split in
-    /// `splits` chunks.
+    /// Decode attention for the `n` listed tokens, each one's keys split in `splits` chunks.
     pub fn decode_attention(
         &self,
         gpu: &Gpu,
         a: &AttnArgs,
         shape: &AttnShape,
         n: usize,
-        max_ctx: usize,
         splits: usize,
     ) -> GpuResult<()> {
-        let chunk = max_ctx.div_ceil(splits) as i32;
         let splits_i = splits as i32;
         let scale_log2 = self.scale_log2();
         let grid = (n as u32, shape.kv_heads as u32, splits as u32);
@@ -232,7 +242,6 @@ impl Kernels {
                     arg(&shape.block_size),
                     arg(&shape.heads),
                     arg(&shape.kv_heads),
-                    arg(&chunk),
                     arg(&splits_i),
                     arg(&scale_log2),
                     arg(&a.out),
@@ -270,10 +279,11 @@ impl Kernels {
         let scale_log2 = self.scale_log2();
         // SAFETY: each tile's tokens and their blocks are described by the step's metadata.
         unsafe {
-            gpu.launch(
+            gpu.launch_with_shared(
                 self.prefill_attention,
                 (tiles as u32, shape.heads as u32, 1),
                 128,
+                self.prefill_shared,
                 &mut [
                     arg(&a.q),
                     arg(&a.k_cache),
