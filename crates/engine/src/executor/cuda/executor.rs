@@ -69,6 +69,7 @@ impl CudaExecutor {
             &compiler,
             config.head_dim,
             config.heads / config.kv_heads,
+            options.block_size,
         )
         .map_err(failed)?;
         let weights = match &source {
@@ -164,7 +165,6 @@ impl CudaExecutor {
                 kernels: &self.kernels,
                 config: &self.config,
                 weights: &self.weights,
-                block_size: self.block_size,
             };
             model
                 .forward(&plan, &self.cache, &mut self.scratch)

@@ -50,7 +50,6 @@ pub struct Model<'a> {
     pub kernels: &'a Kernels,
     pub config: &'a ModelConfig,
     pub weights: &'a Weights,
-    pub block_size: usize,
 }
 
 impl Model<'_> {
@@ -71,20 +70,23 @@ impl Model<'_> {
         let gate_up = ensure(gpu, &mut s.gate_up, t * 2 * sh.inter * 2)?;
         let act = ensure(gpu, &mut s.act, t * sh.inter * 2)?;
         let splits = attention_splits(
-            t,
+            plan.decode,
             c.kv_heads,
             c.heads,
             plan.max_ctx,
             gpu.sms as usize,
             MAX_PARTIALS,
         );
-        let partials = if splits > 1 { t * c.heads * splits } else { 1 };
+        let partials = if splits > 1 {
+            plan.decode * c.heads * splits
+        } else {
+            1
+        };
         let part_acc = ensure(gpu, &mut s.part_acc, partials * c.head_dim * 4)?;
         let part_ml = ensure(gpu, &mut s.part_ml, partials * 2 * 4)?;
         let shape = AttnShape {
             heads: c.heads as i32,
             kv_heads: c.kv_heads as i32,
-            block_size: self.block_size as i32,
             max_blocks: plan.max_blocks as i32,
         };
         let interleaved = c.rope_style == RopeStyle::Interleaved;

@@ -1,5 +1,6 @@
 // The CUDA executor's kernels, compiled by NVRTC at start-up with the model's shape defined:
-// HEAD_DIM (a multiple of 64, at most 256) and GROUP (query heads per KV head).
+// HEAD_DIM (a multiple of 64, at most 256), GROUP (query heads per KV head), BLOCK_SIZE (tokens
+// per KV block) and KT (keys per prefill attention tile).
 // bf16 is kept as raw 16-bit words with our own conversions: NVRTC has no cuda_bf16.h of its own.
 
 typedef unsigned short bf16;
@@ -198,7 +199,7 @@ extern "C" __global__ void qkv_post(const bf16* qkv, const bf16* bias, const bf1
 extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32)
 decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const int* pos,
                  const int* seq_of, const int* block_tables, const int* token_list, int max_blocks,
-                 int block_size, int heads, int kv_heads, int splits, float scale_log2, bf16* out,
+                 int heads, int kv_heads, int splits, float scale_log2, bf16* out,
                  float* part_acc, float* part_ml) {
     int item = blockIdx.x, g = blockIdx.y, split = blockIdx.z;
     int t = token_list[item];
@@ -230,7 +231,7 @@ decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const 
         #pragma unroll
         for (int u = 0; u < DU; u++) {
             int p = min(first + sub + u * STREAMS, end - 1);
-            size_t slot = (size_t)table[p / block_size] * block_size + p % block_size;
+            size_t slot = (size_t)table[p / BLOCK_SIZE] * BLOCK_SIZE + p % BLOCK_SIZE;
             base[u] = (slot * kv_heads + g) * HEAD_DIM + sl * KE;
         }
         unsigned kraw[DU][KE / 2], vraw[DU][KE / 2];
@@ -323,6 +324,7 @@ extern "C" __global__ void decode_merge(const float* part_acc, const float* part
 // cp.async, two stages deep so the next tile loads while this one is used; S = QKᵀ and O += PV run
 // as m16n8k16 bf16 MMAs with f32 accumulators (V's fragments through ldmatrix.trans), softmax
 // online in registers, causal mask by position. `tiles` holds (first token, count, sequence).
+// Grid: (heads, tiles).
 #define QT 64
 #define KPAD (HEAD_DIM + 8)
 
@@ -352,15 +354,18 @@ __device__ __forceinline__ void copy16(void* dst, const void* src, int bytes) {
 
 extern "C" __global__ void __launch_bounds__(128)
 prefill_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const int* pos,
-                  const int* block_tables, const int* tiles, int max_blocks, int block_size,
+                  const int* block_tables, const int* tiles, int max_blocks,
                   int heads, int kv_heads, float scale_log2, bf16* out) {
     extern __shared__ __align__(16) bf16 smem[];
     // [stage][key][KPAD] for K, then the same for V.
     bf16* ks = smem;
     bf16* vs = smem + 2 * KT * KPAD;
-    int h = blockIdx.y, g = h / GROUP;
-    int t0 = tiles[3 * blockIdx.x], count = tiles[3 * blockIdx.x + 1];
-    const int* table = block_tables + (size_t)tiles[3 * blockIdx.x + 2] * max_blocks;
+    // Heads of a KV group are neighbours in x (they read the same keys while they are in L2);
+    // tiles go in reverse, so the longest (latest) start first and the short ones fill the end.
+    int h = blockIdx.x, g = h / GROUP;
+    int tile_index = gridDim.y - 1 - blockIdx.y;
+    int t0 = tiles[3 * tile_index], count = tiles[3 * tile_index + 1];
+    const int* table = block_tables + (size_t)tiles[3 * tile_index + 2] * max_blocks;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int gr = lane / 4, c = (lane % 4) * 2;
     int r0 = warp * 16 + gr, r1 = r0 + 8;
@@ -391,7 +396,7 @@ prefill_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const
             int p = tile * KT + key;
             size_t base = 0;
             if (p < n_keys) {
-                size_t slot = (size_t)table[p / block_size] * block_size + p % block_size;
+                size_t slot = (size_t)table[p / BLOCK_SIZE] * BLOCK_SIZE + p % BLOCK_SIZE;
                 base = (slot * kv_heads + g) * HEAD_DIM + d;
             }
             int bytes = p < n_keys ? 16 : 0;
@@ -415,13 +420,20 @@ prefill_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const
         const bf16* vt = vs + stage * KT * KPAD;
         int kb = tile * KT;
         float sc[KT / 8][4];
+        // K's fragments through ldmatrix: lane l addresses key n*8 + l%8 at dims
+        // (kk + l/16)*16 + (l/8 % 2)*8, giving the B fragments of kk and kk + 1.
+        const bf16* krow = kt + (lane % 8) * KPAD + (lane / 16) * 16 + ((lane / 8) % 2) * 8;
 #pragma unroll
         for (int n = 0; n < KT / 8; n++) {
             sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
 #pragma unroll
-            for (int kk = 0; kk < HEAD_DIM / 16; kk++) {
-                const bf16* row = kt + (n * 8 + gr) * KPAD + kk * 16 + c;
-                mma_bf16(sc[n], qa[kk], *(const unsigned*)row, *(const unsigned*)(row + 8));
+            for (int kk = 0; kk < HEAD_DIM / 16; kk += 2) {
+                unsigned b[4];
+                asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                             : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
+                             : "r"(shared_addr(krow + n * 8 * KPAD + kk * 16)));
+                mma_bf16(sc[n], qa[kk], b[0], b[1]);
+                mma_bf16(sc[n], qa[kk + 1], b[2], b[3]);
             }
         }
         float mx0 = m0, mx1 = m1;
@@ -506,14 +518,27 @@ prefill_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const
     }
 }
 
-// out = silu(gate) * up, from the fused gate|up projection's rows [gate | up].
-extern "C" __global__ void silu_mul(const bf16* gate_up, bf16* out, int inter, long long n) {
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
-         i += (long long)gridDim.x * blockDim.x) {
-        long long t = i / inter, c = i % inter;
-        float g = bf2f(gate_up[t * 2 * inter + c]);
-        float u = bf2f(gate_up[t * 2 * inter + inter + c]);
-        out[i] = f2bf(g / (1.0f + __expf(-g)) * u);
+__device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + __expf(-g)) * u; }
+
+// out = silu(gate) * up, from the fused gate|up projection's rows [gate | up], 8 columns per
+// thread in 16-byte accesses when `inter` allows. Grid: (column blocks, tokens).
+extern "C" __global__ void silu_mul(const bf16* gate_up, bf16* out, int inter) {
+    const bf16* row = gate_up + (size_t)blockIdx.y * 2 * inter;
+    bf16* o = out + (size_t)blockIdx.y * inter;
+    int stride = gridDim.x * blockDim.x;
+    int vec = inter % 8 == 0 ? inter / 8 : 0;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < vec; i += stride) {
+        unsigned g[4], u[4], r[4];
+        load_raw<8>(row + 8 * i, g);
+        load_raw<8>(row + inter + 8 * i, u);
+        for (int k = 0; k < 4; k++) {
+            r[k] = pack_bf16(silu_times(raw_at(g, 2 * k), raw_at(u, 2 * k)),
+                             silu_times(raw_at(g, 2 * k + 1), raw_at(u, 2 * k + 1)));
+        }
+        *(uint4*)(o + 8 * i) = make_uint4(r[0], r[1], r[2], r[3]);
+    }
+    for (int c = 8 * vec + blockIdx.x * blockDim.x + threadIdx.x; c < inter; c += stride) {
+        o[c] = f2bf(silu_times(bf2f(row[c]), bf2f(row[inter + c])));
     }
 }
 
@@ -522,13 +547,22 @@ extern "C" __global__ void argmax(const float* logits, int vocab, int* out) {
     const float* row = logits + (size_t)blockIdx.x * vocab;
     float best = NEG_INF;
     int index = 0x7fffffff;
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-        float v = row[i];
+    auto take = [&](float v, int i) {
         if (v > best) {
             best = v;
             index = i;
         }
+    };
+    // 16-byte loads where the row is 16-byte aligned (vocab a multiple of 4), then the rest.
+    int vec = (vocab % 4 == 0) ? vocab / 4 : 0;
+    for (int i = threadIdx.x; i < vec; i += blockDim.x) {
+        float4 v = ((const float4*)row)[i];
+        take(v.x, 4 * i);
+        take(v.y, 4 * i + 1);
+        take(v.z, 4 * i + 2);
+        take(v.w, 4 * i + 3);
     }
+    for (int i = 4 * vec + threadIdx.x; i < vocab; i += blockDim.x) take(row[i], i);
     __shared__ float sv[1024];
     __shared__ int si[1024];
     sv[threadIdx.x] = best;

@@ -33,7 +33,6 @@ unsafe impl Send for Kernels {}
 pub struct AttnShape {
     pub heads: i32,
     pub kv_heads: i32,
-    pub block_size: i32,
     pub max_blocks: i32,
 }
 
@@ -74,13 +73,20 @@ pub fn check_shape(head_dim: usize, group: usize) -> Result<(), String> {
 }
 
 impl Kernels {
-    pub fn load(gpu: &Gpu, compiler: &Compiler, head_dim: usize, group: usize) -> GpuResult<Self> {
+    pub fn load(
+        gpu: &Gpu,
+        compiler: &Compiler,
+        head_dim: usize,
+        group: usize,
+        block_size: usize,
+    ) -> GpuResult<Self> {
         check_shape(head_dim, group)?;
         let kt = prefill_key_tile(head_dim);
         let defines = [
             ("HEAD_DIM", head_dim.to_string()),
             ("GROUP", group.to_string()),
             ("KT", kt.to_string()),
+            ("BLOCK_SIZE", block_size.to_string()),
         ];
         // Two stages of K and V tiles, rows padded by 8 elements (see prefill_attention).
         let prefill_shared = (2 * 2 * kt * (head_dim + 8) * 2) as u32;
@@ -144,7 +150,9 @@ impl Kernels {
         eps: f32,
     ) -> GpuResult<()> {
         let h = hidden as i32;
-        let block = (hidden / 4).clamp(32, 1024).next_multiple_of(32) as u32;
+        // Few rows: more threads a row for more loads in flight; many rows: fewer.
+        let per_thread = if out_rows < 256 { 4 } else { 16 };
+        let block = (hidden / per_thread).clamp(32, 1024).next_multiple_of(32) as u32;
         // SAFETY: buffers sized by the forward pass for its rows.
         unsafe {
             gpu.launch(
@@ -239,7 +247,6 @@ impl Kernels {
                     arg(&a.block_tables),
                     arg(&a.decode_list),
                     arg(&shape.max_blocks),
-                    arg(&shape.block_size),
                     arg(&shape.heads),
                     arg(&shape.kv_heads),
                     arg(&splits_i),
@@ -281,7 +288,7 @@ impl Kernels {
         unsafe {
             gpu.launch_with_shared(
                 self.prefill_attention,
-                (tiles as u32, shape.heads as u32, 1),
+                (shape.heads as u32, tiles as u32, 1),
                 128,
                 self.prefill_shared,
                 &mut [
@@ -292,7 +299,6 @@ impl Kernels {
                     arg(&a.block_tables),
                     arg(&a.tile_list),
                     arg(&shape.max_blocks),
-                    arg(&shape.block_size),
                     arg(&shape.heads),
                     arg(&shape.kv_heads),
                     arg(&scale_log2),
@@ -315,16 +321,15 @@ impl Kernels {
         t: usize,
         inter: usize,
     ) -> GpuResult<()> {
-        let n = (t * inter) as i64;
+        let blocks = inter.div_ceil(256).min(1024) as u32;
         let inter = inter as i32;
-        let blocks = (n as usize).div_ceil(256).min(65_535) as u32;
         // SAFETY: gate_up holds t × 2·inter, out t × inter.
         unsafe {
             gpu.launch(
                 self.silu_mul,
-                (blocks, 1, 1),
+                (blocks, t as u32, 1),
                 256,
-                &mut [arg(&gate_up), arg(&out), arg(&inter), arg(&n)],
+                &mut [arg(&gate_up), arg(&out), arg(&inter)],
             )
         }
     }
