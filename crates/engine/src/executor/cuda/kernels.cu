@@ -352,7 +352,13 @@ __device__ __forceinline__ void copy16(void* dst, const void* src, int bytes) {
                  "l"(src), "r"(bytes));
 }
 
-extern "C" __global__ void __launch_bounds__(128)
+// Head dims up to 128: at most 170 registers, so three blocks fit on a multiprocessor.
+#if HEAD_DIM <= 128
+#define PREFILL_MIN_BLOCKS 3
+#else
+#define PREFILL_MIN_BLOCKS 1
+#endif
+extern "C" __global__ void __launch_bounds__(128, PREFILL_MIN_BLOCKS)
 prefill_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const int* pos,
                   const int* block_tables, const int* tiles, int max_blocks,
                   int heads, int kv_heads, float scale_log2, bf16* out) {

@@ -142,7 +142,7 @@ impl StepPlan {
 }
 
 /// How many chunks to split each token's keys into: enough blocks to fill `sms` multiprocessors
-/// several times over, at least 64 keys a chunk, and no more partials than `max_partials`
+/// 16 times over, at least 64 keys a chunk, and no more partials than `max_partials`
 /// (token × head × split entries).
 pub fn attention_splits(
     tokens: usize,
@@ -153,7 +153,7 @@ pub fn attention_splits(
     max_partials: usize,
 ) -> usize {
     let blocks = (tokens * kv_heads).max(1);
-    let want = (8 * sms).div_ceil(blocks);
+    let want = (16 * sms).div_ceil(blocks);
     let by_len = max_ctx.div_ceil(64);
     let by_memory = max_partials / (tokens * heads).max(1);
     want.min(by_len).min(by_memory).max(1)
@@ -239,7 +239,7 @@ mod tests {
         assert_eq!(attention_splits(1, 8, 32, 8192, 132, 1 << 20), 128);
         assert_eq!(attention_splits(1, 8, 32, 100, 132, 1 << 20), 2);
         assert_eq!(attention_splits(4096, 8, 32, 4096, 132, 1 << 20), 1);
-        assert_eq!(attention_splits(64, 8, 32, 1024, 132, 1 << 20), 3);
+        assert_eq!(attention_splits(64, 8, 32, 1024, 132, 1 << 20), 5);
         assert_eq!(attention_splits(64, 8, 32, 8192, 132, 64 * 32 * 2), 2);
     }
 }
