@@ -1,13 +1,18 @@
 // The CUDA executor's kernels, compiled by NVRTC at start-up with the model's shape defined:
 // HEAD_DIM (a multiple of 64, at most 256), GROUP (query heads per KV head), BLOCK_SIZE (tokens
 // per KV block) and KT (keys per prefill attention tile).
-// bf16 is kept as raw 16-bit words with our own conversions: NVRTC has no cuda_bf16.h of its own.
+// bf16 is kept as raw 16-bit words, converted with single instructions (sm_80 and later): NVRTC
+// has no cuda_bf16.h of its own.
 
 typedef unsigned short bf16;
 
 #define NEG_INF (-__int_as_float(0x7f800000))
 
 __device__ __forceinline__ float bf2f(bf16 x) { return __uint_as_float(((unsigned)x) << 16); }
+
+// The low and high bf16 of a 32-bit word, one integer instruction each.
+__device__ __forceinline__ float lo_bf(unsigned w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float hi_bf(unsigned w) { return __uint_as_float(w & 0xffff0000u); }
 
 // N consecutive bf16 (N even) as floats, in the widest aligned loads.
 template <int N>
@@ -17,23 +22,23 @@ __device__ __forceinline__ void load_bf16(const bf16* p, float* out) {
             uint4 u = *(const uint4*)(p + e);
             unsigned w[4] = {u.x, u.y, u.z, u.w};
             for (int k = 0; k < 4; k++) {
-                out[e + 2 * k] = bf2f(w[k] & 0xffffu);
-                out[e + 2 * k + 1] = bf2f(w[k] >> 16);
+                out[e + 2 * k] = lo_bf(w[k]);
+                out[e + 2 * k + 1] = hi_bf(w[k]);
             }
         }
     } else if constexpr (N % 4 == 0) {
         for (int e = 0; e < N; e += 4) {
             uint2 u = *(const uint2*)(p + e);
-            out[e] = bf2f(u.x & 0xffffu);
-            out[e + 1] = bf2f(u.x >> 16);
-            out[e + 2] = bf2f(u.y & 0xffffu);
-            out[e + 3] = bf2f(u.y >> 16);
+            out[e] = lo_bf(u.x);
+            out[e + 1] = hi_bf(u.x);
+            out[e + 2] = lo_bf(u.y);
+            out[e + 3] = hi_bf(u.y);
         }
     } else {
         for (int e = 0; e < N; e += 2) {
             unsigned u = *(const unsigned*)(p + e);
-            out[e] = bf2f(u & 0xffffu);
-            out[e + 1] = bf2f(u >> 16);
+            out[e] = lo_bf(u);
+            out[e + 1] = hi_bf(u);
         }
     }
 }
@@ -62,15 +67,21 @@ __device__ __forceinline__ void load_raw(const bf16* p, unsigned* out) {
 
 // Element e of raw bf16 words.
 __device__ __forceinline__ float raw_at(const unsigned* raw, int e) {
-    return bf2f((raw[e / 2] >> (16 * (e % 2))) & 0xffffu);
+    return e % 2 == 0 ? lo_bf(raw[e / 2]) : hi_bf(raw[e / 2]);
 }
 
 // Round to nearest even; NaN stays NaN.
 __device__ __forceinline__ bf16 f2bf(float f) {
-    unsigned u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16)0x7fc0;
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (bf16)(u >> 16);
+    bf16 r;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(f));
+    return r;
+}
+
+// Two floats as bf16 in one word, `lo` in the low half.
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -328,10 +339,6 @@ extern "C" __global__ void decode_merge(const float* part_acc, const float* part
 #define QT 64
 #define KPAD (HEAD_DIM + 8)
 
-__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
-    return (unsigned)f2bf(lo) | ((unsigned)f2bf(hi) << 16);
-}
-
 __device__ __forceinline__ void mma_bf16(float* c, const unsigned* a, unsigned b0, unsigned b1) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
@@ -443,13 +450,19 @@ prefill_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const
             }
         }
         float mx0 = m0, mx1 = m1;
+        // Only tiles reaching past a row's position need the causal mask.
+        bool masked = kb + KT - 1 > min(qp0, qp1);
 #pragma unroll
         for (int n = 0; n < KT / 8; n++) {
 #pragma unroll
             for (int e = 0; e < 2; e++) {
                 int key = kb + n * 8 + c + e;
-                sc[n][e] = key <= qp0 ? sc[n][e] * scale_log2 : NEG_INF;
-                sc[n][2 + e] = key <= qp1 ? sc[n][2 + e] * scale_log2 : NEG_INF;
+                sc[n][e] *= scale_log2;
+                sc[n][2 + e] *= scale_log2;
+                if (masked) {
+                    sc[n][e] = key <= qp0 ? sc[n][e] : NEG_INF;
+                    sc[n][2 + e] = key <= qp1 ? sc[n][2 + e] : NEG_INF;
+                }
                 mx0 = fmaxf(mx0, sc[n][e]);
                 mx1 = fmaxf(mx1, sc[n][2 + e]);
             }

@@ -81,6 +81,13 @@ impl Kernels {
         block_size: usize,
     ) -> GpuResult<Self> {
         check_shape(head_dim, group)?;
+        if gpu.arch.0 < 8 {
+            return Err(format!(
+                "{} has compute capability {}.{}; the CUDA executor needs 8.0 or newer (bf16 \
+                 tensor cores)",
+                gpu.name, gpu.arch.0, gpu.arch.1
+            ));
+        }
         let kt = prefill_key_tile(head_dim);
         let defines = [
             ("HEAD_DIM", head_dim.to_string()),
