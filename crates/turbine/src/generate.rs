@@ -18,6 +18,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
         bail!("every prompt needs at least one token");
     }
+    if args.block_size == 0 {
+        bail!("--block-size must be positive");
+    }
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) + args.max_tokens;
     let per_seq = longest.div_ceil(args.block_size);
     let num_blocks = per_seq * prompts.len();

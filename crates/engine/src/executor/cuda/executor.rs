@@ -56,6 +56,9 @@ impl CudaExecutor {
     /// Opens the GPU, compiles (or loads cached) kernels, uploads or makes the weights and sizes
     /// the KV cache. Fails with a message, never a panic, where there is no driver or GPU.
     pub fn new(source: WeightSource, options: &CudaOptions) -> Result<Self, ExecutorError> {
+        if options.block_size == 0 {
+            return Err(failed("the KV block size must be positive"));
+        }
         let config = match &source {
             WeightSource::Loaded(model) => model.config.clone(),
             WeightSource::Dummy(config) => config.clone(),

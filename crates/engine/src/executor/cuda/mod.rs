@@ -9,13 +9,12 @@
 
 mod compile;
 mod device;
-pub mod executor;
+mod executor;
 mod forward;
 mod kernels;
-pub mod kv_cache;
+mod kv_cache;
 mod libs;
 mod plan;
 mod weights;
 
 pub use executor::{CudaExecutor, CudaOptions, WeightSource};
-pub use libs::LIB_DIR_ENV;
