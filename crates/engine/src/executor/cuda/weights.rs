@@ -201,6 +201,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fused_matrices_are_rows_one_after_another_in_bf16() {
+        let a = QMatrix::from_f32(2, 3, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        let b = QMatrix::from_f32(1, 3, &[-1.0, 0.5, 1.0 / 3.0]).unwrap();
+        let fused: Vec<f32> = to_bf16(&[&a, &b])
+            .unwrap()
+            .iter()
+            .map(|v| v.to_f32())
+            .collect();
+        let third = bf16::from_f32(1.0 / 3.0).to_f32();
+        assert_eq!(fused, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, -1.0, 0.5, third]);
+    }
+
+    #[test]
     fn llama_8b_shapes_and_bytes() {
         let json = serde_json::json!({
             "architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "num_hidden_layers": 32,
