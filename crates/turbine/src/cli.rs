@@ -25,6 +25,13 @@ pub enum Command {
     /// Replay a workload in virtual time on simulated workers through the real router and
     /// engine scheduler; report as `bench` does.
     Sim(Box<SimArgs>),
+    /// Time the CUDA executor's decode steps and prefills directly (no server); JSON lines out.
+    #[command(hide = true)]
+    GpuBench(Box<GpuBenchArgs>),
+    /// Greedy generation from token ids, each prompt alone and all in one batch, with every
+    /// step's logits as JSON (for parity checks against transformers).
+    #[command(hide = true)]
+    Generate(Box<GenerateArgs>),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -36,6 +43,17 @@ pub enum EngineKind {
     Mock,
     /// The engine core with the native CPU executor: real model math.
     Cpu,
+    /// The engine core with the CUDA executor (one GPU per worker): bf16 on NVIDIA GPUs.
+    Cuda,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LoadFormat {
+    /// The model's weights (GGUF or safetensors).
+    Auto,
+    /// Random weights of the shape `config.json` gives (CUDA engine): for performance work
+    /// without downloading weights.
+    Dummy,
 }
 
 #[derive(Args, Debug)]
@@ -60,6 +78,11 @@ pub struct ServeArgs {
     /// Echo engine: delay before each token, in milliseconds.
     #[arg(long, default_value_t = 0.0, env = "TURBINE_ECHO_DELAY_MS")]
     pub echo_delay_ms: f64,
+    /// CUDA engine: share of each GPU's memory to use, weights and KV cache together.
+    #[arg(long, default_value_t = 0.9, env = "TURBINE_GPU_MEMORY_UTILIZATION")]
+    pub gpu_memory_utilization: f64,
+    #[arg(long, value_enum, default_value = "auto", env = "TURBINE_LOAD_FORMAT")]
+    pub load_format: LoadFormat,
     /// CPU engine: memory for each worker's KV cache, in GiB.
     #[arg(long, default_value_t = 0.5, env = "TURBINE_KV_CACHE_GIB")]
     pub kv_cache_gib: f64,
@@ -421,4 +444,48 @@ impl ReportArgs {
             itl_ms: self.slo_itl_ms,
         }
     }
+}
+
+#[derive(Args, Debug)]
+pub struct GpuBenchArgs {
+    /// An HF model directory, or its `config.json` with `--load-format dummy`.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long, value_enum, default_value = "dummy")]
+    pub load_format: LoadFormat,
+    /// Decode batch sizes.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,64,128")]
+    pub batch: Vec<usize>,
+    /// Decode context lengths, in tokens.
+    #[arg(long, value_delimiter = ',', default_value = "1024,8192")]
+    pub context: Vec<usize>,
+    /// Prefill lengths, in tokens (one sequence each); 0 for none.
+    #[arg(long, value_delimiter = ',', default_value = "1024,4096,16384")]
+    pub prefill: Vec<usize>,
+    /// Timed decode steps per row (after two warm-up steps).
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 0.9)]
+    pub gpu_memory_utilization: f64,
+    #[arg(long, default_value_t = 16)]
+    pub block_size: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// A GGUF file or an HF model directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long, value_enum, default_value = "cuda")]
+    pub engine: EngineKind,
+    /// A JSON file holding a list of prompts, each a list of token ids.
+    #[arg(long)]
+    pub prompts: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    pub max_tokens: usize,
+    #[arg(long, default_value_t = 16)]
+    pub block_size: usize,
+    /// Where to write the JSON result.
+    #[arg(long)]
+    pub out: PathBuf,
 }

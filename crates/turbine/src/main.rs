@@ -2,6 +2,8 @@
 
 mod bench;
 mod cli;
+mod generate;
+mod gpu_bench;
 mod serve;
 mod sim;
 mod workload;
@@ -29,5 +31,7 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Serve(args) => runtime.block_on(serve::run(*args)),
         cli::Command::Bench(args) => runtime.block_on(bench::run(*args)),
         cli::Command::Sim(args) => sim::run(*args),
+        cli::Command::GpuBench(args) => gpu_bench::run(*args),
+        cli::Command::Generate(args) => generate::run(*args),
     }
 }

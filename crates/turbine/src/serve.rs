@@ -1,14 +1,16 @@
 //! `turbine serve`: discovery, request plane, workers and the HTTP frontend in one process.
 
-use crate::cli::{EngineKind, ServeArgs};
+use crate::cli::{EngineKind, LoadFormat, ServeArgs};
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use turbine_engine::core::EngineCore;
 use turbine_engine::executor::Executor;
+use turbine_engine::executor::cpu::config::ModelConfig;
 use turbine_engine::executor::cpu::kv_cache::KvCache;
 use turbine_engine::executor::cpu::{CpuExecutor, Model};
+use turbine_engine::executor::cuda::{CudaExecutor, CudaOptions, WeightSource};
 use turbine_engine::executor::mock::MockExecutor;
 use turbine_engine::worker::WorkerOptions;
 use turbine_engine::{EchoEngine, Worker, WorkerMetrics};
@@ -35,6 +37,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         EngineKind::Cpu => Some(load_model(&model_path).await?),
         _ => None,
     };
+    let cuda_weights = match args.engine {
+        EngineKind::Cuda => Some(match args.load_format {
+            LoadFormat::Auto => WeightSource::Loaded(load_model(&model_path).await?),
+            LoadFormat::Dummy => weight_source(&model_path, LoadFormat::Dummy)?,
+        }),
+        _ => None,
+    };
 
     let mut worker_ids = Vec::new();
     let mut engines = Vec::new();
@@ -46,10 +55,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 Duration::from_secs_f64(args.echo_delay_ms.max(0.0) / 1000.0),
                 metrics,
             )),
-            EngineKind::Mock | EngineKind::Cpu => {
+            EngineKind::Mock | EngineKind::Cpu | EngineKind::Cuda => {
                 let mut config = args.engine_args.config(card.context_length as usize);
-                let executor: Box<dyn Executor> = match &model {
-                    Some(model) => {
+                let executor: Box<dyn Executor> = match (&model, &cuda_weights) {
+                    (_, Some(weights)) => {
+                        let options = CudaOptions {
+                            device: i as usize,
+                            gpu_memory_utilization: args.gpu_memory_utilization,
+                            block_size: config.block_size,
+                            num_blocks: args.engine_args.num_blocks,
+                            max_batch_tokens: config.max_num_batched_tokens,
+                            max_seqs: config.max_num_seqs,
+                        };
+                        let weights = weights.clone();
+                        let executor = tokio::task::spawn_blocking(move || {
+                            CudaExecutor::new(weights, &options)
+                        })
+                        .await??;
+                        config.num_blocks = executor.num_blocks();
+                        Box::new(executor)
+                    }
+                    (Some(model), None) => {
                         let c = &model.config;
                         let per_block = KvCache::bytes_per_block(
                             c.layers,
@@ -69,7 +95,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                             config.block_size,
                         ))
                     }
-                    None => Box::new(MockExecutor::new(profile.clone())),
+                    (None, None) => Box::new(MockExecutor::new(profile.clone())),
                 };
                 let core = EngineCore::new(config, executor, id, u64::from(i))
                     .map_err(|e| anyhow::anyhow!("invalid engine configuration: {e}"))?;
@@ -147,6 +173,24 @@ async fn load_model(path: &Path) -> anyhow::Result<Arc<Model>> {
         .map_err(anyhow::Error::msg)?;
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, config = ?model.config, "model loaded");
     Ok(Arc::new(model))
+}
+
+/// The CUDA executor's weights: the model's own, or random ones of the shape its `config.json`
+/// gives (`path` is the model directory or the config file itself).
+pub fn weight_source(path: &Path, format: LoadFormat) -> anyhow::Result<WeightSource> {
+    Ok(match format {
+        LoadFormat::Auto => {
+            WeightSource::Loaded(Arc::new(Model::load(path).map_err(anyhow::Error::msg)?))
+        }
+        LoadFormat::Dummy => {
+            let file = if path.is_dir() {
+                path.join("config.json")
+            } else {
+                path.to_path_buf()
+            };
+            WeightSource::Dummy(ModelConfig::from_hf_file(&file).map_err(anyhow::Error::msg)?)
+        }
+    })
 }
 
 fn model_path(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {

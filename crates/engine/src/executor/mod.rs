@@ -4,6 +4,7 @@
 //! executors implement the same trait with real math.
 
 pub mod cpu;
+pub mod cuda;
 pub mod mock;
 pub mod timing;
 

@@ -137,6 +137,15 @@ impl ModelConfig {
         Ok(config)
     }
 
+    /// Reads an HF `config.json`.
+    pub fn from_hf_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let json: Value =
+            serde_json::from_str(&text).map_err(|e| format!("invalid {}: {e}", path.display()))?;
+        Self::from_hf(&json)
+    }
+
     pub fn from_hf(config: &Value) -> Result<Self, ConfigError> {
         let arch_name = config
             .get("architectures")
@@ -155,7 +164,21 @@ impl ModelConfig {
         let float = |k: &str| config.get(k).and_then(Value::as_f64).map(|v| v as f32);
         let hidden = int("hidden_size")?;
         let heads = int("num_attention_heads")?;
-        let scaling = config.get("rope_scaling").filter(|s| !s.is_null());
+        // transformers 5 writes `rope_parameters` (theta and scaling together) instead of
+        // `rope_theta` and `rope_scaling`.
+        let rope_parameters = config.get("rope_parameters").filter(|s| !s.is_null());
+        let scaling = config
+            .get("rope_scaling")
+            .filter(|s| !s.is_null())
+            .or(rope_parameters);
+        let rope_theta = float("rope_theta")
+            .or_else(|| {
+                rope_parameters
+                    .and_then(|r| r.get("rope_theta"))
+                    .and_then(Value::as_f64)
+                    .map(|v| v as f32)
+            })
+            .unwrap_or(10_000.0);
         let rope_scaling = match scaling {
             None => None,
             Some(s) => {
@@ -188,7 +211,7 @@ impl ModelConfig {
             intermediate: int("intermediate_size")?,
             vocab: int("vocab_size")?,
             rms_eps: float("rms_norm_eps").unwrap_or(1e-6),
-            rope_theta: float("rope_theta").unwrap_or(10_000.0),
+            rope_theta,
             rope_style: RopeStyle::Neox,
             rope_scaling,
             context_length: int("max_position_embeddings").unwrap_or(4096),
@@ -270,5 +293,28 @@ fn llama3_scale(inv_freq: f64, s: Llama3Scaling) -> f64 {
     } else {
         let smooth = (original / wavelen - low) / (high - low);
         (1.0 - smooth) * inv_freq / factor + smooth * inv_freq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transformers_5_rope_parameters_are_read() {
+        let config = serde_json::json!({
+            "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 128, "vocab_size": 10,
+            "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192}
+        });
+        let c = ModelConfig::from_hf(&config).unwrap();
+        assert_eq!(c.rope_theta, 500_000.0);
+        assert_eq!(c.rope_scaling.map(|s| s.factor), Some(8.0));
+        let mut plain = config.clone();
+        plain["rope_parameters"] = serde_json::json!({"rope_type": "default", "rope_theta": 1e6});
+        let c = ModelConfig::from_hf(&plain).unwrap();
+        assert_eq!((c.rope_theta, c.rope_scaling), (1e6, None));
     }
 }

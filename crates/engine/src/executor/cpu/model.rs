@@ -109,11 +109,7 @@ impl Model {
     }
 
     pub fn from_safetensors(dir: &Path) -> Result<Self, LoadError> {
-        let text = std::fs::read_to_string(dir.join("config.json"))
-            .map_err(|e| format!("cannot read {}: {e}", dir.join("config.json").display()))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format!("invalid config.json: {e}"))?;
-        let config = ModelConfig::from_hf(&json)?;
+        let config = ModelConfig::from_hf_file(&dir.join("config.json"))?;
         let tensors = SafetensorsFiles::open(dir)?;
         let matrix = |name: &str| tensors.matrix(name);
         let vector = |name: &str| tensors.matrix(name).map(|m| m.to_f32());

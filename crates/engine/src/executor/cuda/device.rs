@@ -1,0 +1,260 @@
+//! One GPU: its context, a stream, a cuBLAS handle, device buffers and kernel launches. Everything
+//! runs in order on the one stream; the host waits only where it reads results back.
+
+use super::libs;
+use cudarc::cublas::sys as cublas;
+use cudarc::driver::sys::{self as cu, CUdevice_attribute, CUdeviceptr};
+use cudarc::driver::{CudaContext, result};
+use std::ffi::c_void;
+use std::sync::Arc;
+
+pub type GpuResult<T> = Result<T, String>;
+
+fn check<E: std::fmt::Debug>(what: &str, r: Result<(), E>) -> GpuResult<()> {
+    r.map_err(|e| format!("{what}: {e:?}"))
+}
+
+/// Memory on the device, freed on drop.
+pub struct DeviceBuffer {
+    ptr: CUdeviceptr,
+    bytes: usize,
+}
+
+impl DeviceBuffer {
+    pub fn ptr(&self) -> CUdeviceptr {
+        self.ptr
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for DeviceBuffer {
+    fn drop(&mut self) {
+        if self.ptr != 0 {
+            // SAFETY: allocated by `Gpu::alloc` and freed once; the stream is synchronized by then
+            // (every step ends with a synchronizing copy back).
+            let _ = unsafe { result::free_sync(self.ptr) };
+        }
+    }
+}
+
+pub struct Gpu {
+    pub ctx: Arc<CudaContext>,
+    stream: cu::CUstream,
+    blas: cublas::cublasHandle_t,
+    pub name: String,
+    pub arch: (i32, i32),
+    pub sms: u32,
+}
+
+// SAFETY: the stream and cuBLAS handle are used by one thread at a time (`&mut` through the
+// executor), which binds the context first.
+unsafe impl Send for Gpu {}
+
+impl Gpu {
+    /// Opens GPU `ordinal`, or says why not (no driver, no GPU, libraries missing).
+    pub fn open(ordinal: usize) -> GpuResult<Self> {
+        libs::load()?;
+        check("cuInit", result::init())?;
+        let count = result::device::get_count().map_err(|e| format!("cuDeviceGetCount: {e:?}"))?;
+        if ordinal >= count.max(0) as usize {
+            return Err(format!("GPU {ordinal} requested but {count} visible"));
+        }
+        let ctx =
+            CudaContext::new(ordinal).map_err(|e| format!("cannot open GPU {ordinal}: {e:?}"))?;
+        let name = ctx.name().unwrap_or_default();
+        let arch = ctx
+            .compute_capability()
+            .map_err(|e| format!("compute capability: {e:?}"))?;
+        let sms = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(|e| format!("SM count: {e:?}"))? as u32;
+        let stream = result::stream::create(result::stream::StreamKind::NonBlocking)
+            .map_err(|e| format!("cuStreamCreate: {e:?}"))?;
+        let blas =
+            cudarc::cublas::result::create_handle().map_err(|e| format!("cublasCreate: {e:?}"))?;
+        // SAFETY: both handles were just created.
+        check("cublasSetStream", unsafe {
+            cudarc::cublas::result::set_stream(blas, stream as _)
+        })?;
+        Ok(Self {
+            ctx,
+            stream,
+            blas,
+            name,
+            arch,
+            sms,
+        })
+    }
+
+    /// Makes this GPU current on the calling thread.
+    pub fn bind(&self) -> GpuResult<()> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| format!("bind context: {e:?}"))
+    }
+
+    /// (free, total) device memory in bytes.
+    pub fn memory(&self) -> GpuResult<(usize, usize)> {
+        result::mem_get_info().map_err(|e| format!("cuMemGetInfo: {e:?}"))
+    }
+
+    pub fn alloc(&self, bytes: usize) -> GpuResult<DeviceBuffer> {
+        // SAFETY: a plain allocation of at least one byte.
+        let ptr = unsafe { result::malloc_sync(bytes.max(1)) }
+            .map_err(|e| format!("cannot allocate {bytes} bytes on the GPU: {e:?}"))?;
+        Ok(DeviceBuffer { ptr, bytes })
+    }
+
+    /// A buffer holding `data`.
+    pub fn upload<T: Copy>(&self, data: &[T]) -> GpuResult<DeviceBuffer> {
+        let buf = self.alloc(std::mem::size_of_val(data))?;
+        self.copy_to(&buf, data)?;
+        Ok(buf)
+    }
+
+    /// Copies `data` to the start of `buf` (which must hold it), in stream order.
+    pub fn copy_to<T: Copy>(&self, buf: &DeviceBuffer, data: &[T]) -> GpuResult<()> {
+        if std::mem::size_of_val(data) > buf.bytes {
+            return Err(format!(
+                "{} bytes do not fit a buffer of {}",
+                std::mem::size_of_val(data),
+                buf.bytes
+            ));
+        }
+        // SAFETY: the destination holds the data; the source is pageable host memory, which the
+        // driver stages before returning.
+        check("cuMemcpyHtoDAsync", unsafe {
+            result::memcpy_htod_async(buf.ptr, data, self.stream)
+        })?;
+        Ok(())
+    }
+
+    /// Waits for the stream, then copies the start of `buf` into `out`.
+    pub fn copy_from<T: Copy>(&self, buf: CUdeviceptr, out: &mut [T]) -> GpuResult<()> {
+        // SAFETY: callers pass a buffer of at least `out`'s size.
+        check("cuMemcpyDtoHAsync", unsafe {
+            result::memcpy_dtoh_async(out, buf, self.stream)
+        })?;
+        self.sync()
+    }
+
+    pub fn sync(&self) -> GpuResult<()> {
+        // SAFETY: our stream.
+        check("cuStreamSynchronize", unsafe {
+            result::stream::synchronize(self.stream)
+        })
+    }
+
+    pub fn module(&self, cubin: &[u8]) -> GpuResult<cu::CUmodule> {
+        // SAFETY: a CUBIN image from NVRTC, alive for the call.
+        unsafe { result::module::load_data(cubin.as_ptr().cast()) }
+            .map_err(|e| format!("cannot load the kernels: {e:?}"))
+    }
+
+    /// Launches `f` with `args`, pointers to each argument in the kernel's parameter order.
+    ///
+    /// # Safety
+    /// `args` match the kernel's signature and every device pointer among them is valid for
+    /// what the kernel reads and writes.
+    pub unsafe fn launch(
+        &self,
+        f: cu::CUfunction,
+        grid: (u32, u32, u32),
+        block: u32,
+        args: &mut [*mut c_void],
+    ) -> GpuResult<()> {
+        unsafe { self.launch_with_shared(f, grid, block, 0, args) }
+    }
+
+    /// [`Gpu::launch`] with `shared` bytes of dynamic shared memory.
+    ///
+    /// # Safety
+    /// As for `launch`; more than 48 KiB needs [`Gpu::allow_shared`] on `f` first.
+    pub unsafe fn launch_with_shared(
+        &self,
+        f: cu::CUfunction,
+        grid: (u32, u32, u32),
+        block: u32,
+        shared: u32,
+        args: &mut [*mut c_void],
+    ) -> GpuResult<()> {
+        check("cuLaunchKernel", unsafe {
+            result::launch_kernel(f, grid, (block, 1, 1), shared, self.stream, args)
+        })
+    }
+
+    /// Lets `f` use up to `bytes` of dynamic shared memory.
+    pub fn allow_shared(&self, f: cu::CUfunction, bytes: u32) -> GpuResult<()> {
+        // SAFETY: `f` is a loaded kernel.
+        check("cuFuncSetAttribute", unsafe {
+            result::function::set_function_attribute(
+                f,
+                cu::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                bytes as i32,
+            )
+        })
+    }
+
+    /// `y[t×n] = x[t×k] · w[n×k]ᵀ` (row-major bf16 inputs, f32 accumulate); `y` is bf16, or f32
+    /// when `f32_out`.
+    pub fn gemm(
+        &self,
+        x: CUdeviceptr,
+        w: CUdeviceptr,
+        y: CUdeviceptr,
+        (t, n, k): (usize, usize, usize),
+        f32_out: bool,
+    ) -> GpuResult<()> {
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        let bf16 = cublas::cudaDataType_t::CUDA_R_16BF;
+        let out = if f32_out {
+            cublas::cudaDataType_t::CUDA_R_32F
+        } else {
+            bf16
+        };
+        // Column-major view: yᵀ (n×t) = w (k×n, transposed) · xᵀ (k×t).
+        // SAFETY: the caller's buffers hold t×k, n×k and t×n elements.
+        check("cublasGemmEx", unsafe {
+            cudarc::cublas::result::gemm_ex(
+                self.blas,
+                cublas::cublasOperation_t::CUBLAS_OP_T,
+                cublas::cublasOperation_t::CUBLAS_OP_N,
+                n as i32,
+                t as i32,
+                k as i32,
+                (&alpha as *const f32).cast(),
+                w as *const c_void,
+                bf16,
+                k as i32,
+                x as *const c_void,
+                bf16,
+                k as i32,
+                (&beta as *const f32).cast(),
+                y as *mut c_void,
+                out,
+                n as i32,
+                cublas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cublas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        })
+    }
+}
+
+impl Drop for Gpu {
+    fn drop(&mut self) {
+        // SAFETY: created in `open`, destroyed once.
+        unsafe {
+            let _ = result::stream::synchronize(self.stream);
+            let _ = cudarc::cublas::result::destroy_handle(self.blas);
+            let _ = result::stream::destroy(self.stream);
+        }
+    }
+}
+
+/// A pointer to one kernel argument, for `Gpu::launch`.
+pub fn arg<T>(value: &T) -> *mut c_void {
+    value as *const T as *mut c_void
+}

@@ -1,0 +1,617 @@
+// The CUDA executor's kernels, compiled by NVRTC at start-up with the model's shape defined:
+// HEAD_DIM (a multiple of 64, at most 256), GROUP (query heads per KV head), BLOCK_SIZE (tokens
+// per KV block) and KT (keys per prefill attention tile).
+// bf16 is kept as raw 16-bit words, converted with single instructions (sm_80 and later): NVRTC
+// has no cuda_bf16.h of its own.
+
+typedef unsigned short bf16;
+
+#define NEG_INF (-__int_as_float(0x7f800000))
+
+__device__ __forceinline__ float bf2f(bf16 x) { return __uint_as_float(((unsigned)x) << 16); }
+
+// The low and high bf16 of a 32-bit word, one integer instruction each.
+__device__ __forceinline__ float lo_bf(unsigned w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float hi_bf(unsigned w) { return __uint_as_float(w & 0xffff0000u); }
+
+// N consecutive bf16 (N even) as floats, in the widest aligned loads.
+template <int N>
+__device__ __forceinline__ void load_bf16(const bf16* p, float* out) {
+    if constexpr (N % 8 == 0) {
+        for (int e = 0; e < N; e += 8) {
+            uint4 u = *(const uint4*)(p + e);
+            unsigned w[4] = {u.x, u.y, u.z, u.w};
+            for (int k = 0; k < 4; k++) {
+                out[e + 2 * k] = lo_bf(w[k]);
+                out[e + 2 * k + 1] = hi_bf(w[k]);
+            }
+        }
+    } else if constexpr (N % 4 == 0) {
+        for (int e = 0; e < N; e += 4) {
+            uint2 u = *(const uint2*)(p + e);
+            out[e] = lo_bf(u.x);
+            out[e + 1] = hi_bf(u.x);
+            out[e + 2] = lo_bf(u.y);
+            out[e + 3] = hi_bf(u.y);
+        }
+    } else {
+        for (int e = 0; e < N; e += 2) {
+            unsigned u = *(const unsigned*)(p + e);
+            out[e] = lo_bf(u);
+            out[e + 1] = hi_bf(u);
+        }
+    }
+}
+
+// N consecutive bf16 (N even) as N / 2 raw 32-bit words, in the widest aligned loads.
+template <int N>
+__device__ __forceinline__ void load_raw(const bf16* p, unsigned* out) {
+    if constexpr (N % 8 == 0) {
+        for (int e = 0; e < N; e += 8) {
+            uint4 u = *(const uint4*)(p + e);
+            out[e / 2] = u.x;
+            out[e / 2 + 1] = u.y;
+            out[e / 2 + 2] = u.z;
+            out[e / 2 + 3] = u.w;
+        }
+    } else if constexpr (N % 4 == 0) {
+        for (int e = 0; e < N; e += 4) {
+            uint2 u = *(const uint2*)(p + e);
+            out[e / 2] = u.x;
+            out[e / 2 + 1] = u.y;
+        }
+    } else {
+        for (int e = 0; e < N; e += 2) out[e / 2] = *(const unsigned*)(p + e);
+    }
+}
+
+// Element e of raw bf16 words.
+__device__ __forceinline__ float raw_at(const unsigned* raw, int e) {
+    return e % 2 == 0 ? lo_bf(raw[e / 2]) : hi_bf(raw[e / 2]);
+}
+
+// Round to nearest even; NaN stays NaN.
+__device__ __forceinline__ bf16 f2bf(float f) {
+    bf16 r;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(f));
+    return r;
+}
+
+// Two floats as bf16 in one word, `lo` in the low half.
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Sum over a block of at most 1024 threads; every thread gets the total.
+__device__ float block_sum(float v) {
+    __shared__ float partial[32];
+    __shared__ float total;
+    v = warp_sum(v);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        float w = lane < (blockDim.x + 31) / 32 ? partial[lane] : 0.0f;
+        w = warp_sum(w);
+        if (lane == 0) total = w;
+    }
+    __syncthreads();
+    float t = total;
+    __syncthreads();
+    return t;
+}
+
+// x[t] = table[tokens[t]] (the f32 residual stream). Grid: tokens.
+extern "C" __global__ void embed(const int* tokens, const bf16* table, float* x, int hidden) {
+    const bf16* row = table + (size_t)tokens[blockIdx.x] * hidden;
+    float* out = x + (size_t)blockIdx.x * hidden;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) out[i] = bf2f(row[i]);
+}
+
+// The residual add fused with the next RMSNorm: x += delta (when given), out = norm(x) * w.
+// With `rows`, output row b normalizes input row rows[b] (the sampled rows before the LM head);
+// `delta` must then be null. Grid: output rows.
+extern "C" __global__ void add_rmsnorm(float* x, const bf16* delta, const bf16* w, bf16* out,
+                                       const int* rows, int hidden, float eps) {
+    int row = rows ? rows[blockIdx.x] : blockIdx.x;
+    float* xr = x + (size_t)row * hidden;
+    const bf16* dr = delta ? delta + (size_t)row * hidden : 0;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
+        float v = xr[i];
+        if (dr) {
+            v += bf2f(dr[i]);
+            xr[i] = v;
+        }
+        ss += v * v;
+    }
+    float scale = rsqrtf(block_sum(ss) / hidden + eps);
+    bf16* o = out + (size_t)blockIdx.x * hidden;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) o[i] = f2bf(xr[i] * scale * bf2f(w[i]));
+}
+
+// After the fused QKV projection: bias, Qwen3's per-head q/k RMSNorm, RoPE, then q to `q_out` and
+// k, v into the paged cache at each token's slot. qkv rows are [q heads | k heads | v heads].
+// Grid: (tokens, heads + kv_heads); block: HEAD_DIM / 2 threads, one rotation pair each.
+extern "C" __global__ void qkv_post(const bf16* qkv, const bf16* bias, const bf16* q_norm,
+                                    const bf16* k_norm, const float* inv_freq, const int* pos,
+                                    const int* slots, bf16* q_out, bf16* k_cache, bf16* v_cache,
+                                    int heads, int kv_heads, int interleaved, float eps) {
+    int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
+    int width = (heads + 2 * kv_heads) * HEAD_DIM;
+    const bf16* row = qkv + (size_t)t * width;
+    int a = interleaved ? 2 * i : i;
+    int b = interleaved ? 2 * i + 1 : i + HEAD_DIM / 2;
+    int col = h * HEAD_DIM;
+    float xa = bf2f(row[col + a]), xb = bf2f(row[col + b]);
+    if (bias) {
+        xa += bf2f(bias[col + a]);
+        xb += bf2f(bias[col + b]);
+    }
+    bool is_q = h < heads;
+    const bf16* norm = is_q ? q_norm : k_norm;
+    if (norm) {
+        float scale = rsqrtf(block_sum(xa * xa + xb * xb) / HEAD_DIM + eps);
+        xa = xa * scale * bf2f(norm[a]);
+        xb = xb * scale * bf2f(norm[b]);
+    }
+    float s, c;
+    sincosf((float)pos[t] * inv_freq[i], &s, &c);
+    float ra = xa * c - xb * s, rb = xb * c + xa * s;
+    if (is_q) {
+        bf16* q = q_out + ((size_t)t * heads + h) * HEAD_DIM;
+        q[a] = f2bf(ra);
+        q[b] = f2bf(rb);
+        return;
+    }
+    int g = h - heads;
+    size_t dst = ((size_t)slots[t] * kv_heads + g) * HEAD_DIM;
+    k_cache[dst + a] = f2bf(ra);
+    k_cache[dst + b] = f2bf(rb);
+    int vcol = (heads + kv_heads + g) * HEAD_DIM;
+    float va = bf2f(row[vcol + a]), vb = bf2f(row[vcol + b]);
+    if (bias) {
+        va += bf2f(bias[vcol + a]);
+        vb += bf2f(bias[vcol + b]);
+    }
+    v_cache[dst + a] = f2bf(va);
+    v_cache[dst + b] = f2bf(vb);
+}
+
+#define ATTN_WARPS 4
+// Lanes per key in decode attention: as few as keep each lane's share of the GROUP heads' query
+// and accumulators within 32 floats (registers bound occupancy), so a warp reads 32 / KL keys at
+// once.
+#if GROUP * HEAD_DIM <= 256
+#define KL 8
+#elif GROUP * HEAD_DIM <= 512
+#define KL 16
+#else
+#define KL 32
+#endif
+#define KE (HEAD_DIM / KL)
+#define STREAMS (ATTN_WARPS * 32 / KL)
+// Keys each group loads per round.
+#define DU 4
+
+// Attention of single-token (decode) steps over their sequence's paged KV (positions 0..=pos).
+// One block per (listed token, KV head, split); the split's keys are dealt to STREAMS groups of
+// KL lanes, each keeping an online softmax for the GROUP query heads that share the KV head;
+// the groups then merge. With one split the block writes the output; with more it writes an
+// unnormalized partial (acc, max, sum) that `decode_merge` combines, so long contexts fill the
+// GPU at batch 1.
+extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32)
+decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const int* pos,
+                 const int* seq_of, const int* block_tables, const int* token_list, int max_blocks,
+                 int heads, int kv_heads, int splits, float scale_log2, bf16* out,
+                 float* part_acc, float* part_ml) {
+    int item = blockIdx.x, g = blockIdx.y, split = blockIdx.z;
+    int t = token_list[item];
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int sub = lane / KL, sl = lane % KL;
+    int stream = warp * (32 / KL) + sub;
+    int ctx = pos[t] + 1;
+    int chunk = (ctx + splits - 1) / splits;
+    int begin = split * chunk;
+    int end = min(ctx, begin + chunk);
+    const int* table = block_tables + (size_t)seq_of[t] * max_blocks;
+
+    float qr[GROUP][KE];
+    for (int j = 0; j < GROUP; j++) {
+        load_bf16<KE>(q + ((size_t)t * heads + g * GROUP + j) * HEAD_DIM + sl * KE, qr[j]);
+        for (int e = 0; e < KE; e++) qr[j][e] *= scale_log2;
+    }
+    float m[GROUP], l[GROUP], acc[GROUP][KE];
+    for (int j = 0; j < GROUP; j++) {
+        m[j] = NEG_INF;
+        l[j] = 0.0f;
+        for (int e = 0; e < KE; e++) acc[j][e] = 0.0f;
+    }
+    // Each group takes DU keys per round, all their loads issued before any is used, to keep
+    // enough reads in flight. The loop condition is uniform across the warp (the shuffles need
+    // every lane); a key past the end computes on zeros and leaves the state alone.
+    for (int first = begin + warp * (32 / KL); first < end; first += STREAMS * DU) {
+        size_t base[DU];
+        #pragma unroll
+        for (int u = 0; u < DU; u++) {
+            int p = min(first + sub + u * STREAMS, end - 1);
+            size_t slot = (size_t)table[p / BLOCK_SIZE] * BLOCK_SIZE + p % BLOCK_SIZE;
+            base[u] = (slot * kv_heads + g) * HEAD_DIM + sl * KE;
+        }
+        unsigned kraw[DU][KE / 2], vraw[DU][KE / 2];
+        #pragma unroll
+        for (int u = 0; u < DU; u++) {
+            load_raw<KE>(k_cache + base[u], kraw[u]);
+            load_raw<KE>(v_cache + base[u], vraw[u]);
+        }
+        #pragma unroll
+        for (int u = 0; u < DU; u++) {
+            bool ok = first + sub + u * STREAMS < end;
+            #pragma unroll
+            for (int j = 0; j < GROUP; j++) {
+                float s = 0.0f;
+                #pragma unroll
+                for (int e = 0; e < KE; e++) s += qr[j][e] * raw_at(kraw[u], e);
+                #pragma unroll
+                for (int o = KL / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+                if (ok) {
+                    float m_new = fmaxf(m[j], s);
+                    float corr = exp2f(m[j] - m_new);
+                    float pr = exp2f(s - m_new);
+                    l[j] = l[j] * corr + pr;
+                    #pragma unroll
+                    for (int e = 0; e < KE; e++) acc[j][e] = acc[j][e] * corr + pr * raw_at(vraw[u], e);
+                    m[j] = m_new;
+                }
+            }
+        }
+    }
+    __shared__ float sm_m[STREAMS][GROUP], sm_l[STREAMS][GROUP];
+    __shared__ float sm_acc[STREAMS][GROUP][HEAD_DIM];
+    for (int j = 0; j < GROUP; j++) {
+        if (sl == 0) {
+            sm_m[stream][j] = m[j];
+            sm_l[stream][j] = l[j];
+        }
+        for (int e = 0; e < KE; e++) sm_acc[stream][j][sl * KE + e] = acc[j][e];
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < GROUP * HEAD_DIM; idx += blockDim.x) {
+        int j = idx / HEAD_DIM, d = idx % HEAD_DIM;
+        float mm = NEG_INF;
+        for (int w = 0; w < STREAMS; w++) mm = fmaxf(mm, sm_m[w][j]);
+        float ll = 0.0f, aa = 0.0f;
+        if (mm != NEG_INF) {
+            for (int w = 0; w < STREAMS; w++) {
+                float f = exp2f(sm_m[w][j] - mm);
+                ll += sm_l[w][j] * f;
+                aa += sm_acc[w][j][d] * f;
+            }
+        }
+        int h = g * GROUP + j;
+        if (splits == 1) {
+            out[((size_t)t * heads + h) * HEAD_DIM + d] = f2bf(aa / ll);
+        } else {
+            size_t part = ((size_t)item * heads + h) * splits + split;
+            part_acc[part * HEAD_DIM + d] = aa;
+            if (d == 0) {
+                part_ml[2 * part] = mm;
+                part_ml[2 * part + 1] = ll;
+            }
+        }
+    }
+}
+
+// Merges the splits' partials of `decode_attention`. Grid: (listed tokens, heads); block:
+// HEAD_DIM threads.
+extern "C" __global__ void decode_merge(const float* part_acc, const float* part_ml,
+                                        const int* token_list, int heads, int splits, bf16* out) {
+    int item = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
+    int t = token_list[item];
+    size_t first = ((size_t)item * heads + h) * splits;
+    float mm = NEG_INF;
+    for (int s = 0; s < splits; s++) mm = fmaxf(mm, part_ml[2 * (first + s)]);
+    float ll = 0.0f, aa = 0.0f;
+    for (int s = 0; s < splits; s++) {
+        float ms = part_ml[2 * (first + s)];
+        if (ms == NEG_INF) continue;
+        float f = exp2f(ms - mm);
+        ll += part_ml[2 * (first + s) + 1] * f;
+        aa += part_acc[(first + s) * HEAD_DIM + d] * f;
+    }
+    out[((size_t)t * heads + h) * HEAD_DIM + d] = f2bf(aa / ll);
+}
+
+// Prefill attention on the tensor cores (FlashAttention-2 style): one block per (tile of up to
+// QT consecutive new tokens of one sequence, query head); each of its 4 warps owns 16 query rows.
+// Tiles of KT keys (KT from the host) are copied from the paged cache into shared memory with
+// cp.async, two stages deep so the next tile loads while this one is used; S = QKᵀ and O += PV run
+// as m16n8k16 bf16 MMAs with f32 accumulators (V's fragments through ldmatrix.trans), softmax
+// online in registers, causal mask by position. `tiles` holds (first token, count, sequence).
+// Grid: (heads, tiles).
+#define QT 64
+#define KPAD (HEAD_DIM + 8)
+
+__device__ __forceinline__ void mma_bf16(float* c, const unsigned* a, unsigned b0, unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ unsigned shared_addr(const void* p) {
+    unsigned a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+
+// 16 bytes global -> shared without registers; `bytes` 0 writes zeros and reads nothing.
+__device__ __forceinline__ void copy16(void* dst, const void* src, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_addr(dst)),
+                 "l"(src), "r"(bytes));
+}
+
+// Head dims up to 128: at most 170 registers, so three blocks fit on a multiprocessor.
+#if HEAD_DIM <= 128
+#define PREFILL_MIN_BLOCKS 3
+#else
+#define PREFILL_MIN_BLOCKS 1
+#endif
+extern "C" __global__ void __launch_bounds__(128, PREFILL_MIN_BLOCKS)
+prefill_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const int* pos,
+                  const int* block_tables, const int* tiles, int max_blocks,
+                  int heads, int kv_heads, float scale_log2, bf16* out) {
+    extern __shared__ __align__(16) bf16 smem[];
+    // [stage][key][KPAD] for K, then the same for V.
+    bf16* ks = smem;
+    bf16* vs = smem + 2 * KT * KPAD;
+    // Heads of a KV group are neighbours in x (they read the same keys while they are in L2);
+    // tiles go in reverse, so the longest (latest) start first and the short ones fill the end.
+    int h = blockIdx.x, g = h / GROUP;
+    int tile_index = gridDim.y - 1 - blockIdx.y;
+    int t0 = tiles[3 * tile_index], count = tiles[3 * tile_index + 1];
+    const int* table = block_tables + (size_t)tiles[3 * tile_index + 2] * max_blocks;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int gr = lane / 4, c = (lane % 4) * 2;
+    int r0 = warp * 16 + gr, r1 = r0 + 8;
+    int last = pos[t0 + count - 1];
+    // Rows past the tile's tokens repeat its last token and are not written.
+    int tq0 = t0 + min(r0, count - 1), tq1 = t0 + min(r1, count - 1);
+    int qp0 = pos[tq0], qp1 = pos[tq1];
+    const bf16* q0 = q + ((size_t)tq0 * heads + h) * HEAD_DIM;
+    const bf16* q1 = q + ((size_t)tq1 * heads + h) * HEAD_DIM;
+    unsigned qa[HEAD_DIM / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < HEAD_DIM / 16; kk++) {
+        qa[kk][0] = *(const unsigned*)(q0 + kk * 16 + c);
+        qa[kk][1] = *(const unsigned*)(q1 + kk * 16 + c);
+        qa[kk][2] = *(const unsigned*)(q0 + kk * 16 + c + 8);
+        qa[kk][3] = *(const unsigned*)(q1 + kk * 16 + c + 8);
+    }
+    float o[HEAD_DIM / 8][4];
+#pragma unroll
+    for (int dn = 0; dn < HEAD_DIM / 8; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
+    float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.0f, l1 = 0.0f;
+    int n_keys = last + 1;
+    int n_tiles = (n_keys + KT - 1) / KT;
+
+    auto load_tile = [&](int tile, int stage) {
+        for (int i = threadIdx.x; i < KT * HEAD_DIM / 8; i += blockDim.x) {
+            int key = i / (HEAD_DIM / 8), d = (i % (HEAD_DIM / 8)) * 8;
+            int p = tile * KT + key;
+            size_t base = 0;
+            if (p < n_keys) {
+                size_t slot = (size_t)table[p / BLOCK_SIZE] * BLOCK_SIZE + p % BLOCK_SIZE;
+                base = (slot * kv_heads + g) * HEAD_DIM + d;
+            }
+            int bytes = p < n_keys ? 16 : 0;
+            copy16(ks + (stage * KT + key) * KPAD + d, k_cache + base, bytes);
+            copy16(vs + (stage * KT + key) * KPAD + d, v_cache + base, bytes);
+        }
+        asm volatile("cp.async.commit_group;\n" ::);
+    };
+
+    load_tile(0, 0);
+    for (int tile = 0; tile < n_tiles; tile++) {
+        int stage = tile & 1;
+        if (tile + 1 < n_tiles) {
+            load_tile(tile + 1, stage ^ 1);
+        } else {
+            asm volatile("cp.async.commit_group;\n" ::);
+        }
+        asm volatile("cp.async.wait_group 1;\n" ::);
+        __syncthreads();
+        const bf16* kt = ks + stage * KT * KPAD;
+        const bf16* vt = vs + stage * KT * KPAD;
+        int kb = tile * KT;
+        float sc[KT / 8][4];
+        // K's fragments through ldmatrix: lane l addresses key n*8 + l%8 at dims
+        // (kk + l/16)*16 + (l/8 % 2)*8, giving the B fragments of kk and kk + 1.
+        const bf16* krow = kt + (lane % 8) * KPAD + (lane / 16) * 16 + ((lane / 8) % 2) * 8;
+#pragma unroll
+        for (int n = 0; n < KT / 8; n++) {
+            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < HEAD_DIM / 16; kk += 2) {
+                unsigned b[4];
+                asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                             : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
+                             : "r"(shared_addr(krow + n * 8 * KPAD + kk * 16)));
+                mma_bf16(sc[n], qa[kk], b[0], b[1]);
+                mma_bf16(sc[n], qa[kk + 1], b[2], b[3]);
+            }
+        }
+        float mx0 = m0, mx1 = m1;
+        // Only tiles reaching past a row's position need the causal mask.
+        bool masked = kb + KT - 1 > min(qp0, qp1);
+#pragma unroll
+        for (int n = 0; n < KT / 8; n++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int key = kb + n * 8 + c + e;
+                sc[n][e] *= scale_log2;
+                sc[n][2 + e] *= scale_log2;
+                if (masked) {
+                    sc[n][e] = key <= qp0 ? sc[n][e] : NEG_INF;
+                    sc[n][2 + e] = key <= qp1 ? sc[n][2 + e] : NEG_INF;
+                }
+                mx0 = fmaxf(mx0, sc[n][e]);
+                mx1 = fmaxf(mx1, sc[n][2 + e]);
+            }
+        }
+#pragma unroll
+        for (int x = 1; x <= 2; x <<= 1) {
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, x));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, x));
+        }
+        // Key 0 is visible to every row, so the maxima are finite from the first tile on.
+        float corr0 = exp2f(m0 - mx0), corr1 = exp2f(m1 - mx1);
+        m0 = mx0;
+        m1 = mx1;
+        float rs0 = 0.0f, rs1 = 0.0f;
+#pragma unroll
+        for (int n = 0; n < KT / 8; n++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                sc[n][e] = exp2f(sc[n][e] - m0);
+                sc[n][2 + e] = exp2f(sc[n][2 + e] - m1);
+                rs0 += sc[n][e];
+                rs1 += sc[n][2 + e];
+            }
+        }
+        l0 = l0 * corr0 + rs0;
+        l1 = l1 * corr1 + rs1;
+#pragma unroll
+        for (int dn = 0; dn < HEAD_DIM / 8; dn++) {
+            o[dn][0] *= corr0;
+            o[dn][1] *= corr0;
+            o[dn][2] *= corr1;
+            o[dn][3] *= corr1;
+        }
+#pragma unroll
+        for (int kk = 0; kk < KT / 16; kk++) {
+            unsigned pa[4] = {pack_bf16(sc[2 * kk][0], sc[2 * kk][1]),
+                              pack_bf16(sc[2 * kk][2], sc[2 * kk][3]),
+                              pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]),
+                              pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+            // Lanes 0-15 address keys kk*16 + 0..15 of dims dn*8.., lanes 16-31 those of
+            // (dn+1)*8..; transposed, they land as the B fragments of dn and dn + 1.
+            int mi = lane / 8;
+            const bf16* vrow = vt + (kk * 16 + (mi & 1) * 8 + lane % 8) * KPAD + (mi >> 1) * 8;
+#pragma unroll
+            for (int dn = 0; dn < HEAD_DIM / 8; dn += 2) {
+                unsigned b[4];
+                asm volatile(
+                    "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                    : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
+                    : "r"(shared_addr(vrow + dn * 8)));
+                mma_bf16(o[dn], pa, b[0], b[1]);
+                mma_bf16(o[dn + 1], pa, b[2], b[3]);
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int x = 1; x <= 2; x <<= 1) {
+        l0 += __shfl_xor_sync(0xffffffffu, l0, x);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, x);
+    }
+#pragma unroll
+    for (int dn = 0; dn < HEAD_DIM / 8; dn++) {
+        if (r0 < count) {
+            *(unsigned*)(out + ((size_t)(t0 + r0) * heads + h) * HEAD_DIM + dn * 8 + c) =
+                pack_bf16(o[dn][0] / l0, o[dn][1] / l0);
+        }
+        if (r1 < count) {
+            *(unsigned*)(out + ((size_t)(t0 + r1) * heads + h) * HEAD_DIM + dn * 8 + c) =
+                pack_bf16(o[dn][2] / l1, o[dn][3] / l1);
+        }
+    }
+}
+
+__device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + __expf(-g)) * u; }
+
+// out = silu(gate) * up, from the fused gate|up projection's rows [gate | up], 8 columns per
+// thread in 16-byte accesses when `inter` allows. Grid: (column blocks, tokens).
+extern "C" __global__ void silu_mul(const bf16* gate_up, bf16* out, int inter) {
+    const bf16* row = gate_up + (size_t)blockIdx.y * 2 * inter;
+    bf16* o = out + (size_t)blockIdx.y * inter;
+    int stride = gridDim.x * blockDim.x;
+    int vec = inter % 8 == 0 ? inter / 8 : 0;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < vec; i += stride) {
+        unsigned g[4], u[4], r[4];
+        load_raw<8>(row + 8 * i, g);
+        load_raw<8>(row + inter + 8 * i, u);
+        for (int k = 0; k < 4; k++) {
+            r[k] = pack_bf16(silu_times(raw_at(g, 2 * k), raw_at(u, 2 * k)),
+                             silu_times(raw_at(g, 2 * k + 1), raw_at(u, 2 * k + 1)));
+        }
+        *(uint4*)(o + 8 * i) = make_uint4(r[0], r[1], r[2], r[3]);
+    }
+    for (int c = 8 * vec + blockIdx.x * blockDim.x + threadIdx.x; c < inter; c += stride) {
+        o[c] = f2bf(silu_times(bf2f(row[c]), bf2f(row[inter + c])));
+    }
+}
+
+// Greedy sampling: the index of each row's largest logit (the first on ties). Grid: rows.
+extern "C" __global__ void argmax(const float* logits, int vocab, int* out) {
+    const float* row = logits + (size_t)blockIdx.x * vocab;
+    float best = NEG_INF;
+    int index = 0x7fffffff;
+    auto take = [&](float v, int i) {
+        if (v > best) {
+            best = v;
+            index = i;
+        }
+    };
+    // 16-byte loads where the row is 16-byte aligned (vocab a multiple of 4), then the rest.
+    int vec = (vocab % 4 == 0) ? vocab / 4 : 0;
+    for (int i = threadIdx.x; i < vec; i += blockDim.x) {
+        float4 v = ((const float4*)row)[i];
+        take(v.x, 4 * i);
+        take(v.y, 4 * i + 1);
+        take(v.z, 4 * i + 2);
+        take(v.w, 4 * i + 3);
+    }
+    for (int i = 4 * vec + threadIdx.x; i < vocab; i += blockDim.x) take(row[i], i);
+    __shared__ float sv[1024];
+    __shared__ int si[1024];
+    sv[threadIdx.x] = best;
+    si[threadIdx.x] = index;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
+        if (threadIdx.x < stride) {
+            float ov = sv[threadIdx.x + stride];
+            int oi = si[threadIdx.x + stride];
+            if (ov > sv[threadIdx.x] || (ov == sv[threadIdx.x] && oi < si[threadIdx.x])) {
+                sv[threadIdx.x] = ov;
+                si[threadIdx.x] = oi;
+            }
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[blockIdx.x] = si[0];
+}
+
+// Dummy weights: `center` plus uniform noise in [-spread, spread], from a hash of (seed, index),
+// so any size is made on the GPU without host transfers.
+extern "C" __global__ void fill_random(bf16* out, long long n, unsigned seed, float center,
+                                       float spread) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        unsigned long long z = (unsigned long long)i * 0x9E3779B97F4A7C15ull + seed;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        float u = (float)(z >> 40) * (1.0f / 16777216.0f);
+        out[i] = f2bf(center + spread * (2.0f * u - 1.0f));
+    }
+}

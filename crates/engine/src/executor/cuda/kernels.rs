@@ -1,0 +1,385 @@
+//! The kernels of `kernels.cu`, compiled for the model's head shape and the GPU in hand, each with
+//! a typed launcher. Device pointers are `u64`; a null optional input is 0.
+
+use super::compile::Compiler;
+use super::device::{Gpu, GpuResult, arg};
+use cudarc::driver::result::module;
+use cudarc::driver::sys::{CUdeviceptr, CUfunction};
+use std::ffi::CString;
+
+pub const SOURCE: &str = include_str!("kernels.cu");
+/// Warps per block of `attention` (ATTN_WARPS in the source).
+const ATTN_THREADS: u32 = 128;
+
+pub struct Kernels {
+    embed: CUfunction,
+    add_rmsnorm: CUfunction,
+    qkv_post: CUfunction,
+    decode_attention: CUfunction,
+    decode_merge: CUfunction,
+    prefill_attention: CUfunction,
+    silu_mul: CUfunction,
+    argmax: CUfunction,
+    fill_random: CUfunction,
+    head_dim: usize,
+    prefill_shared: u32,
+}
+
+// SAFETY: function handles are immutable once loaded and valid in any thread that binds the
+// context (the executor does before each step).
+unsafe impl Send for Kernels {}
+
+/// Attention's shape, fixed per model.
+pub struct AttnShape {
+    pub heads: i32,
+    pub kv_heads: i32,
+    pub max_blocks: i32,
+}
+
+/// Where a step's attention reads its per-token metadata and writes its partials.
+pub struct AttnArgs {
+    pub q: CUdeviceptr,
+    pub k_cache: CUdeviceptr,
+    pub v_cache: CUdeviceptr,
+    pub pos: CUdeviceptr,
+    pub seq_of: CUdeviceptr,
+    pub block_tables: CUdeviceptr,
+    pub decode_list: CUdeviceptr,
+    pub tile_list: CUdeviceptr,
+    pub out: CUdeviceptr,
+    pub part_acc: CUdeviceptr,
+    pub part_ml: CUdeviceptr,
+}
+
+/// Keys per shared-memory tile of `prefill_attention`: two stages of K and V stay under 70 KiB.
+fn prefill_key_tile(head_dim: usize) -> usize {
+    if head_dim <= 128 { 64 } else { 32 }
+}
+
+/// Checks that the kernels support a head shape (before anything is loaded).
+pub fn check_shape(head_dim: usize, group: usize) -> Result<(), String> {
+    if head_dim == 0 || !head_dim.is_multiple_of(64) || head_dim > 256 {
+        return Err(format!(
+            "the CUDA executor supports head_dim 64, 128, 192 or 256, not {head_dim}"
+        ));
+    }
+    if group * head_dim > 2048 {
+        return Err(format!(
+            "{group} query heads per KV head of dim {head_dim} exceed the attention kernel's \
+             shared memory"
+        ));
+    }
+    Ok(())
+}
+
+impl Kernels {
+    pub fn load(
+        gpu: &Gpu,
+        compiler: &Compiler,
+        head_dim: usize,
+        group: usize,
+        block_size: usize,
+    ) -> GpuResult<Self> {
+        check_shape(head_dim, group)?;
+        if gpu.arch.0 < 8 {
+            return Err(format!(
+                "{} has compute capability {}.{}; the CUDA executor needs 8.0 or newer (bf16 \
+                 tensor cores)",
+                gpu.name, gpu.arch.0, gpu.arch.1
+            ));
+        }
+        let kt = prefill_key_tile(head_dim);
+        let defines = [
+            ("HEAD_DIM", head_dim.to_string()),
+            ("GROUP", group.to_string()),
+            ("KT", kt.to_string()),
+            ("BLOCK_SIZE", block_size.to_string()),
+        ];
+        // Two stages of K and V tiles, rows padded by 8 elements (see prefill_attention).
+        let prefill_shared = (2 * 2 * kt * (head_dim + 8) * 2) as u32;
+        let cubin = compiler.cubin(SOURCE, &defines, gpu.arch)?;
+        let m = gpu.module(&cubin)?;
+        let f = |name: &str| -> GpuResult<CUfunction> {
+            let c = CString::new(name).map_err(|e| e.to_string())?;
+            // SAFETY: `m` is a loaded module that is never unloaded.
+            unsafe { module::get_function(m, c) }.map_err(|e| format!("kernel {name}: {e:?}"))
+        };
+        let prefill_attention = f("prefill_attention")?;
+        gpu.allow_shared(prefill_attention, prefill_shared)?;
+        Ok(Self {
+            embed: f("embed")?,
+            add_rmsnorm: f("add_rmsnorm")?,
+            qkv_post: f("qkv_post")?,
+            decode_attention: f("decode_attention")?,
+            decode_merge: f("decode_merge")?,
+            prefill_attention,
+            silu_mul: f("silu_mul")?,
+            argmax: f("argmax")?,
+            fill_random: f("fill_random")?,
+            head_dim,
+            prefill_shared,
+        })
+    }
+
+    pub fn embed(
+        &self,
+        gpu: &Gpu,
+        tokens: u64,
+        table: u64,
+        x: u64,
+        t: usize,
+        hidden: usize,
+    ) -> GpuResult<()> {
+        let hidden = hidden as i32;
+        // SAFETY: tokens[t] < vocab (checked by the executor); x holds t × hidden floats.
+        unsafe {
+            gpu.launch(
+                self.embed,
+                (t as u32, 1, 1),
+                256,
+                &mut [arg(&tokens), arg(&table), arg(&x), arg(&hidden)],
+            )
+        }
+    }
+
+    /// See `add_rmsnorm` in the source; `rows` (0 for all) picks the input rows of `out_rows`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_rmsnorm(
+        &self,
+        gpu: &Gpu,
+        x: u64,
+        delta: u64,
+        w: u64,
+        out: u64,
+        rows: u64,
+        out_rows: usize,
+        hidden: usize,
+        eps: f32,
+    ) -> GpuResult<()> {
+        let h = hidden as i32;
+        // Few rows: more threads a row for more loads in flight; many rows: fewer.
+        let per_thread = if out_rows < 256 { 4 } else { 16 };
+        let block = (hidden / per_thread).clamp(32, 1024).next_multiple_of(32) as u32;
+        // SAFETY: buffers sized by the forward pass for its rows.
+        unsafe {
+            gpu.launch(
+                self.add_rmsnorm,
+                (out_rows as u32, 1, 1),
+                block,
+                &mut [
+                    arg(&x),
+                    arg(&delta),
+                    arg(&w),
+                    arg(&out),
+                    arg(&rows),
+                    arg(&h),
+                    arg(&eps),
+                ],
+            )
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn qkv_post(
+        &self,
+        gpu: &Gpu,
+        qkv: u64,
+        bias: u64,
+        q_norm: u64,
+        k_norm: u64,
+        inv_freq: u64,
+        pos: u64,
+        slots: u64,
+        q_out: u64,
+        k_cache: u64,
+        v_cache: u64,
+        t: usize,
+        shape: &AttnShape,
+        interleaved: bool,
+        eps: f32,
+    ) -> GpuResult<()> {
+        let inter = interleaved as i32;
+        let grid = (t as u32, (shape.heads + shape.kv_heads) as u32, 1);
+        // SAFETY: slots index the cache layer; the rest is sized for t tokens.
+        unsafe {
+            gpu.launch(
+                self.qkv_post,
+                grid,
+                (self.head_dim / 2) as u32,
+                &mut [
+                    arg(&qkv),
+                    arg(&bias),
+                    arg(&q_norm),
+                    arg(&k_norm),
+                    arg(&inv_freq),
+                    arg(&pos),
+                    arg(&slots),
+                    arg(&q_out),
+                    arg(&k_cache),
+                    arg(&v_cache),
+                    arg(&shape.heads),
+                    arg(&shape.kv_heads),
+                    arg(&inter),
+                    arg(&eps),
+                ],
+            )
+        }
+    }
+
+    /// Decode attention for the `n` listed tokens, each one's keys split in `splits` chunks.
+    pub fn decode_attention(
+        &self,
+        gpu: &Gpu,
+        a: &AttnArgs,
+        shape: &AttnShape,
+        n: usize,
+        splits: usize,
+    ) -> GpuResult<()> {
+        let splits_i = splits as i32;
+        let scale_log2 = self.scale_log2();
+        let grid = (n as u32, shape.kv_heads as u32, splits as u32);
+        // SAFETY: the lists name tokens whose blocks are in the cache; the partial buffers hold
+        // n × heads × splits entries when splits > 1.
+        unsafe {
+            gpu.launch(
+                self.decode_attention,
+                grid,
+                ATTN_THREADS,
+                &mut [
+                    arg(&a.q),
+                    arg(&a.k_cache),
+                    arg(&a.v_cache),
+                    arg(&a.pos),
+                    arg(&a.seq_of),
+                    arg(&a.block_tables),
+                    arg(&a.decode_list),
+                    arg(&shape.max_blocks),
+                    arg(&shape.heads),
+                    arg(&shape.kv_heads),
+                    arg(&splits_i),
+                    arg(&scale_log2),
+                    arg(&a.out),
+                    arg(&a.part_acc),
+                    arg(&a.part_ml),
+                ],
+            )?;
+            if splits > 1 {
+                gpu.launch(
+                    self.decode_merge,
+                    (n as u32, shape.heads as u32, 1),
+                    self.head_dim as u32,
+                    &mut [
+                        arg(&a.part_acc),
+                        arg(&a.part_ml),
+                        arg(&a.decode_list),
+                        arg(&shape.heads),
+                        arg(&splits_i),
+                        arg(&a.out),
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Causal prefill attention over `tiles` tiles of the tile list.
+    pub fn prefill_attention(
+        &self,
+        gpu: &Gpu,
+        a: &AttnArgs,
+        shape: &AttnShape,
+        tiles: usize,
+    ) -> GpuResult<()> {
+        let scale_log2 = self.scale_log2();
+        // SAFETY: each tile's tokens and their blocks are described by the step's metadata.
+        unsafe {
+            gpu.launch_with_shared(
+                self.prefill_attention,
+                (shape.heads as u32, tiles as u32, 1),
+                128,
+                self.prefill_shared,
+                &mut [
+                    arg(&a.q),
+                    arg(&a.k_cache),
+                    arg(&a.v_cache),
+                    arg(&a.pos),
+                    arg(&a.block_tables),
+                    arg(&a.tile_list),
+                    arg(&shape.max_blocks),
+                    arg(&shape.heads),
+                    arg(&shape.kv_heads),
+                    arg(&scale_log2),
+                    arg(&a.out),
+                ],
+            )
+        }
+    }
+
+    /// Softmax scale for exp2: log2(e) / sqrt(head_dim).
+    fn scale_log2(&self) -> f32 {
+        std::f32::consts::LOG2_E / (self.head_dim as f32).sqrt()
+    }
+
+    pub fn silu_mul(
+        &self,
+        gpu: &Gpu,
+        gate_up: u64,
+        out: u64,
+        t: usize,
+        inter: usize,
+    ) -> GpuResult<()> {
+        let blocks = inter.div_ceil(256).min(1024) as u32;
+        let inter = inter as i32;
+        // SAFETY: gate_up holds t × 2·inter, out t × inter.
+        unsafe {
+            gpu.launch(
+                self.silu_mul,
+                (blocks, t as u32, 1),
+                256,
+                &mut [arg(&gate_up), arg(&out), arg(&inter)],
+            )
+        }
+    }
+
+    pub fn argmax(
+        &self,
+        gpu: &Gpu,
+        logits: u64,
+        rows: usize,
+        vocab: usize,
+        out: u64,
+    ) -> GpuResult<()> {
+        let vocab = vocab as i32;
+        // SAFETY: logits holds rows × vocab floats, out rows ints.
+        unsafe {
+            gpu.launch(
+                self.argmax,
+                (rows as u32, 1, 1),
+                1024,
+                &mut [arg(&logits), arg(&vocab), arg(&out)],
+            )
+        }
+    }
+
+    pub fn fill_random(
+        &self,
+        gpu: &Gpu,
+        out: u64,
+        n: usize,
+        seed: u32,
+        center: f32,
+        spread: f32,
+    ) -> GpuResult<()> {
+        let n = n as i64;
+        let blocks = (n as usize).div_ceil(256).min(65_535) as u32;
+        // SAFETY: out holds n bf16.
+        unsafe {
+            gpu.launch(
+                self.fill_random,
+                (blocks, 1, 1),
+                256,
+                &mut [arg(&out), arg(&n), arg(&seed), arg(&center), arg(&spread)],
+            )
+        }
+    }
+}

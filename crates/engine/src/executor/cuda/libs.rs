@@ -1,0 +1,208 @@
+//! Finding and loading the CUDA libraries at run time. cudarc opens each library by its plain
+//! name (`libcublas.so.13`), which finds only what the dynamic loader's path holds; we first open
+//! each one by absolute path from the usual places, so cudarc's later `dlopen` by name returns the
+//! library already loaded. Without this, a missing library is a panic inside cudarc.
+
+use libloading::Library;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// Colon-separated directories searched before any other.
+pub const LIB_DIR_ENV: &str = "TURBINE_CUDA_LIB_DIR";
+
+/// One library: the file names to try, newest major version first.
+struct Wanted {
+    what: &'static str,
+    names: &'static [&'static str],
+}
+
+/// In load order: each library's dependencies come before it (cuBLAS needs cuBLASLt).
+const WANTED: &[Wanted] = &[
+    Wanted {
+        what: "the CUDA driver (libcuda)",
+        names: &["libcuda.so.1", "libcuda.so"],
+    },
+    Wanted {
+        what: "NVRTC",
+        names: &["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"],
+    },
+    Wanted {
+        what: "cuBLASLt",
+        names: &["libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"],
+    },
+    Wanted {
+        what: "cuBLAS",
+        names: &["libcublas.so.13", "libcublas.so.12", "libcublas.so"],
+    },
+];
+
+/// The directories searched, in order: `$TURBINE_CUDA_LIB_DIR`, the toolkit (`$CUDA_HOME`,
+/// `$CUDA_PATH`, `/usr/local/cuda`), the driver's usual homes, then Python environments'
+/// `site-packages/nvidia/*/lib` (the pip wheels PyTorch installs).
+pub fn search_dirs(env: impl Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(list) = env(LIB_DIR_ENV) {
+        dirs.extend(list.split(':').filter(|d| !d.is_empty()).map(PathBuf::from));
+    }
+    let toolkits = ["CUDA_HOME", "CUDA_PATH"]
+        .iter()
+        .filter_map(|k| env(k))
+        .map(PathBuf::from)
+        .chain([PathBuf::from("/usr/local/cuda")]);
+    for root in toolkits {
+        dirs.push(root.join("lib64"));
+        dirs.push(root.join("targets/x86_64-linux/lib"));
+    }
+    for d in [
+        "/usr/local/nvidia/lib64",
+        "/usr/local/nvidia/lib",
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib64",
+        "/usr/lib/wsl/lib",
+    ] {
+        dirs.push(PathBuf::from(d));
+    }
+    let mut envs: Vec<PathBuf> = ["VIRTUAL_ENV", "CONDA_PREFIX"]
+        .iter()
+        .filter_map(|k| env(k))
+        .map(PathBuf::from)
+        .collect();
+    envs.extend(["/usr/local", "/usr"].map(PathBuf::from));
+    envs.extend(subdirs(Path::new("/opt")).flat_map(|d| [d.join(".venv"), d]));
+    if let Some(home) = env("HOME") {
+        envs.push(Path::new(&home).join(".local"));
+    }
+    for prefix in envs {
+        for python in subdirs(&prefix.join("lib")).filter(|p| name_starts(p, "python3")) {
+            for packages in ["site-packages", "dist-packages"] {
+                for lib in subdirs(&python.join(packages).join("nvidia")) {
+                    dirs.push(lib.join("lib"));
+                }
+            }
+        }
+    }
+    dirs
+}
+
+fn subdirs(dir: &Path) -> impl Iterator<Item = PathBuf> + use<> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    found.sort();
+    found.into_iter()
+}
+
+fn name_starts(path: &Path, prefix: &str) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(prefix))
+}
+
+/// The first existing file among `names` × `dirs`, trying every directory for a name before
+/// the next (older) name.
+pub fn find(names: &[&str], dirs: &[PathBuf]) -> Option<PathBuf> {
+    names
+        .iter()
+        .flat_map(|n| dirs.iter().map(move |d| d.join(n)))
+        .find(|p| p.is_file())
+}
+
+/// Loads the driver, NVRTC, cuBLASLt and cuBLAS once per process; later calls return the first
+/// call's outcome. The error names the library and the places searched.
+pub fn load() -> Result<(), String> {
+    static LOADED: OnceLock<Result<Vec<Library>, String>> = OnceLock::new();
+    match LOADED.get_or_init(|| load_all(&search_dirs(|k| std::env::var(k).ok()))) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.clone()),
+    }
+}
+
+fn load_all(dirs: &[PathBuf]) -> Result<Vec<Library>, String> {
+    let mut libs = Vec::new();
+    for wanted in WANTED {
+        let lib = match find(wanted.names, dirs) {
+            Some(path) => {
+                if wanted.what == "NVRTC" {
+                    libs.extend(nvrtc_builtins(&path));
+                }
+                // SAFETY: loading a vendor library runs its initialisers, as any CUDA program does.
+                unsafe { Library::new(&path) }
+                    .map_err(|e| format!("cannot load {}: {e}", path.display()))?
+            }
+            // Last, the dynamic loader's own path (ld.so.conf, LD_LIBRARY_PATH).
+            None => wanted
+                .names
+                .iter()
+                .find_map(|&n| unsafe { Library::new(n) }.ok())
+                .ok_or_else(|| {
+                    format!(
+                        "{} not found: no GPU driver or CUDA libraries on this machine? Tried {:?} \
+                         in ${LIB_DIR_ENV}, the CUDA toolkit, the driver's directories and Python's \
+                         site-packages/nvidia/*/lib",
+                        wanted.what, wanted.names
+                    )
+                })?,
+        };
+        libs.push(lib);
+    }
+    Ok(libs)
+}
+
+/// NVRTC opens its `libnvrtc-builtins` by name at the first compile; loading it from NVRTC's own
+/// directory first makes that work where the directory is not on the loader's path.
+fn nvrtc_builtins(nvrtc: &Path) -> Option<Library> {
+    let dir = nvrtc.parent()?;
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| name_starts(p, "libnvrtc-builtins.so"))
+        .collect();
+    candidates.sort();
+    // The longest name is the fully versioned file (`.so.13.0`), the one NVRTC asks for.
+    candidates.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    candidates
+        .iter()
+        .find_map(|p| unsafe { Library::new(p) }.ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_env_var_comes_first_then_the_toolkit() {
+        let env = |k: &str| match k {
+            LIB_DIR_ENV => Some("/a:/b".to_string()),
+            "CUDA_HOME" => Some("/cuda".to_string()),
+            _ => None,
+        };
+        let dirs = search_dirs(env);
+        assert_eq!(dirs[0], PathBuf::from("/a"));
+        assert_eq!(dirs[1], PathBuf::from("/b"));
+        assert_eq!(dirs[2], PathBuf::from("/cuda/lib64"));
+        let toolkit = dirs
+            .iter()
+            .position(|d| d == Path::new("/usr/local/cuda/lib64"));
+        let driver = dirs
+            .iter()
+            .position(|d| d == Path::new("/usr/local/nvidia/lib64"));
+        assert!(toolkit < driver);
+    }
+
+    #[test]
+    fn a_newer_major_version_wins_over_an_earlier_directory() {
+        let root = std::env::temp_dir().join(format!("turbine-libs-{}", std::process::id()));
+        let (old, new) = (root.join("old"), root.join("new"));
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::create_dir_all(&new).unwrap();
+        std::fs::write(old.join("libx.so.12"), b"").unwrap();
+        std::fs::write(new.join("libx.so.13"), b"").unwrap();
+        let found = find(&["libx.so.13", "libx.so.12"], &[old.clone(), new.clone()]);
+        assert_eq!(found, Some(new.join("libx.so.13")));
+        assert_eq!(find(&["liby.so"], &[old, new]), None);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}
