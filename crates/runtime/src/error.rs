@@ -14,4 +14,10 @@ pub enum RuntimeError {
     Engine(String),
     #[error("not supported: {0}")]
     Unsupported(String),
+    #[error("invalid address {0}")]
+    InvalidAddress(String),
+    #[error("etcd: {0}")]
+    Etcd(String),
+    #[error("NATS: {0}")]
+    Nats(String),
 }
