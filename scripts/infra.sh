@@ -7,6 +7,8 @@
 #   start DIR   runs both on loopback (etcd on $TURBINE_ETCD_PORT, default 2379; NATS on
 #               $TURBINE_NATS_PORT, default 4222), with data, logs and pid files in DIR
 #   stop DIR    stops what `start DIR` started
+# On a host with systemd, the Debian packages also start system services on 2379 and 4222: stop
+# them, or start these on other ports.
 # The runtime's tests start their own servers from $TURBINE_ETCD_BIN / $TURBINE_NATS_BIN on free ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
