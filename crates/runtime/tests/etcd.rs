@@ -1,5 +1,5 @@
 //! `EtcdDiscovery` against a real etcd: registration seen from another process's watch, lease
-//! expiry, an etcd restart that loses its data, malformed records.
+//! expiry, etcd restarts (with and without its data), malformed records.
 
 mod common;
 
@@ -48,6 +48,24 @@ async fn until(
         .expect("discovery alive");
 }
 
+/// A worker process that registered `ids`, a frontend process, and its watch once it sees them.
+async fn worker_and_frontend(
+    etcd: &Service,
+    ids: &[u64],
+) -> (EtcdDiscovery, EtcdDiscovery, watch::Receiver<Instances>) {
+    let worker = connect(etcd).await;
+    let frontend = connect(etcd).await;
+    let mut watch = frontend.watch();
+    for &id in ids {
+        worker.register(record(id)).await.expect("register");
+    }
+    until("registered", CHANGE, &mut watch, |set| {
+        set.len() == ids.len()
+    })
+    .await;
+    (worker, frontend, watch)
+}
+
 #[tokio::test]
 async fn registration_is_seen_by_another_process() {
     let etcd = Service::etcd();
@@ -80,12 +98,7 @@ async fn registration_is_seen_by_another_process() {
 #[tokio::test]
 async fn records_of_a_dead_process_expire_with_its_lease() {
     let etcd = Service::etcd();
-    let worker = connect(&etcd).await;
-    let frontend = connect(&etcd).await;
-    let mut watch = frontend.watch();
-    worker.register(record(1)).await.expect("register");
-    worker.register(record(2)).await.expect("register");
-    until("registered", CHANGE, &mut watch, |set| set.len() == 2).await;
+    let (worker, _frontend, mut watch) = worker_and_frontend(&etcd, &[1, 2]).await;
 
     // Renewal stops, as when the process is killed.
     drop(worker);
@@ -103,11 +116,7 @@ async fn records_of_a_dead_process_expire_with_its_lease() {
 #[tokio::test]
 async fn survives_an_etcd_restart_that_lost_its_data() {
     let mut etcd = Service::etcd();
-    let worker = connect(&etcd).await;
-    let frontend = connect(&etcd).await;
-    let mut watch = frontend.watch();
-    worker.register(record(1)).await.expect("register");
-    until("registered", CHANGE, &mut watch, |set| set.len() == 1).await;
+    let (worker, _frontend, mut watch) = worker_and_frontend(&etcd, &[1]).await;
 
     etcd.kill();
     std::fs::remove_dir_all(etcd.dir.join("data")).expect("wipe etcd's data");
@@ -136,6 +145,24 @@ async fn survives_an_etcd_restart_that_lost_its_data() {
         set.len() == 2
     })
     .await;
+}
+
+#[tokio::test]
+async fn deregistering_while_etcd_is_down_takes_effect_when_it_returns() {
+    let mut etcd = Service::etcd();
+    let (worker, _frontend, mut watch) = worker_and_frontend(&etcd, &[1, 2]).await;
+
+    etcd.kill();
+    worker.deregister(InstanceId(1)).await.expect("deregister");
+    etcd.restart();
+    // etcd kept its data: record 1 expires with the lease nobody renews any more, record 2 lives
+    // on under the worker's new lease.
+    until("only the registered one", STARTUP, &mut watch, |set| {
+        set.keys().eq([&InstanceId(2)])
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(watch.borrow().keys().eq([&InstanceId(2)]));
 }
 
 #[tokio::test]
