@@ -20,6 +20,12 @@ pub enum RuntimeError {
     /// The worker went away mid-request (process died, connection broke, worker stopped).
     #[error("lost the worker: {0}")]
     Disconnected(String),
+    #[error("invalid address {0}")]
+    InvalidAddress(String),
+    #[error("etcd: {0}")]
+    Etcd(String),
+    #[error("NATS: {0}")]
+    Nats(String),
 }
 
 impl RuntimeError {
