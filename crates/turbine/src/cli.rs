@@ -20,6 +20,10 @@ pub struct Cli {
 pub enum Command {
     /// Serve a model through the OpenAI-compatible API, everything in one process.
     Serve(Box<ServeArgs>),
+    /// Run workers only, for frontends elsewhere (needs --discovery and --events).
+    Worker(Box<ServeArgs>),
+    /// Run the HTTP frontend only, for workers elsewhere (needs --discovery and --events).
+    Frontend(Box<ServeArgs>),
     /// Load an OpenAI-compatible server and report latency and throughput.
     Bench(Box<BenchArgs>),
     /// Replay a workload in virtual time on simulated workers through the real router and
@@ -121,6 +125,18 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, how long in-flight requests may take to finish, in seconds.
     #[arg(long, default_value_t = 30, env = "TURBINE_SHUTDOWN_TIMEOUT_SECS")]
     pub shutdown_timeout_secs: u64,
+    /// worker/frontend: discovery (etcd://HOST:PORT[,HOST:PORT...]).
+    #[arg(long, env = "TURBINE_DISCOVERY")]
+    pub discovery: Option<String>,
+    /// worker/frontend: the event plane for KV events and load reports (nats://HOST:PORT).
+    #[arg(long, env = "TURBINE_EVENTS")]
+    pub events: Option<String>,
+    /// worker: where the request plane listens (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0", env = "TURBINE_LISTEN")]
+    pub listen: String,
+    /// worker: the host frontends should use to reach it. Default: the listen address.
+    #[arg(long, env = "TURBINE_ADVERTISE")]
+    pub advertise: Option<String>,
     #[command(flatten)]
     pub engine_args: EngineArgs,
     #[command(flatten)]

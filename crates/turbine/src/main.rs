@@ -28,7 +28,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        cli::Command::Serve(args) => runtime.block_on(serve::run(*args)),
+        cli::Command::Serve(args) => runtime.block_on(serve::run(*args, serve::Role::All)),
+        cli::Command::Worker(args) => runtime.block_on(serve::run(*args, serve::Role::Worker)),
+        cli::Command::Frontend(args) => runtime.block_on(serve::run(*args, serve::Role::Frontend)),
         cli::Command::Bench(args) => runtime.block_on(bench::run(*args)),
         cli::Command::Sim(args) => sim::run(*args),
         cli::Command::GpuBench(args) => gpu_bench::run(*args),

@@ -1,4 +1,6 @@
-//! `turbine serve`: discovery, request plane, workers and the HTTP frontend in one process.
+//! `turbine serve`: discovery, request plane, workers and the HTTP frontend in one process; and
+//! the two halves of a split deployment, `turbine worker` and `turbine frontend`, which find each
+//! other through etcd, exchange KV events over NATS and requests over the network request plane.
 
 use crate::cli::{EngineKind, LoadFormat, ServeArgs};
 use anyhow::{Context, bail};
@@ -18,20 +20,189 @@ use turbine_frontend::{AppState, FrontendConfig};
 use turbine_protocols::{InstanceId, InstanceRecord, ModelCard, WorkerRole};
 use turbine_runtime::{
     Discovery, EmbeddedDiscovery, EmbeddedEventPlane, EmbeddedRequestPlane, EventPlane, Generate,
-    shutdown_signal,
+    TcpRequestPlane, connect_discovery, connect_events, serve_request_plane, shutdown_signal,
 };
 use turbine_tokens::ModelTokenizer;
 
 const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let model_path = model_path(args.model.as_deref())?;
-    let card = model_card(&args, &model_path).await?;
+/// Which parts of Turbine this process runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Workers and the frontend in one process, in-process planes (`turbine serve`).
+    All,
+    /// Workers only, served over the network request plane (`turbine worker`).
+    Worker,
+    /// The HTTP frontend only, reaching workers over the network (`turbine frontend`).
+    Frontend,
+}
+
+pub async fn run(args: ServeArgs, role: Role) -> anyhow::Result<()> {
+    match role {
+        Role::All => run_all(args).await,
+        Role::Worker => run_worker(args).await,
+        Role::Frontend => run_frontend(args).await,
+    }
+}
+
+async fn run_all(args: ServeArgs) -> anyhow::Result<()> {
     let prometheus = prometheus::Registry::new();
     let discovery = Arc::new(EmbeddedDiscovery::default());
     let plane = Arc::new(EmbeddedRequestPlane::default());
     let events: Arc<dyn EventPlane> = Arc::new(EmbeddedEventPlane::default());
-    let worker_metrics = WorkerMetrics::register(&prometheus)?;
+    let workers = start_workers(
+        &args,
+        discovery.as_ref(),
+        &plane,
+        events.clone(),
+        &prometheus,
+        1,
+        "local",
+    )
+    .await?;
+    let model = workers.card.name.clone();
+    let state = AppState::new(
+        frontend_config(&args)?,
+        discovery.as_ref(),
+        plane.clone(),
+        events,
+        prometheus,
+    )?;
+    wait_for_model(&state, &model).await?;
+    serve_http(&args, state, &format!("serving {model}")).await?;
+    workers
+        .drain(discovery.as_ref(), &plane, Duration::ZERO)
+        .await;
+    Ok(())
+}
+
+/// The etcd and NATS URLs a process of a split deployment needs.
+fn cluster_urls(args: &ServeArgs) -> anyhow::Result<(&str, &str)> {
+    match (args.discovery.as_deref(), args.events.as_deref()) {
+        (Some(discovery), Some(events)) => Ok((discovery, events)),
+        _ => bail!(
+            "a separate worker or frontend needs --discovery etcd://HOST:PORT and \
+             --events nats://HOST:PORT (scripts/infra.sh start runs both on this machine)"
+        ),
+    }
+}
+
+async fn run_worker(args: ServeArgs) -> anyhow::Result<()> {
+    let (discovery_url, events_url) = cluster_urls(&args)?;
+    let discovery = connect_discovery(Some(discovery_url)).await?;
+    let events = connect_events(Some(events_url)).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen.as_str())
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    let host = args
+        .advertise
+        .clone()
+        .unwrap_or_else(|| address.ip().to_string());
+    let endpoint = format!("http://{host}:{}", address.port());
+    let plane = Arc::new(EmbeddedRequestPlane::default());
+    let prometheus = prometheus::Registry::new();
+    // Instance ids must be unique across the cluster: a random base per process.
+    let first_id = rand::random::<u64>() >> 16 << 16;
+    let workers = start_workers(
+        &args,
+        discovery.as_ref(),
+        &plane,
+        events,
+        &prometheus,
+        first_id,
+        &endpoint,
+    )
+    .await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_request_plane(listener, plane.clone(), async {
+        let _ = stop_rx.await;
+    }));
+    println!(
+        "turbine: worker serving {} at {endpoint} ({} instances)",
+        workers.card.name,
+        workers.ids.len()
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down: leaving discovery, finishing the requests in flight");
+    workers
+        .drain(
+            discovery.as_ref(),
+            &plane,
+            Duration::from_secs(args.shutdown_timeout_secs),
+        )
+        .await;
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    Ok(())
+}
+
+async fn run_frontend(args: ServeArgs) -> anyhow::Result<()> {
+    let (discovery_url, events_url) = cluster_urls(&args)?;
+    let discovery = connect_discovery(Some(discovery_url)).await?;
+    let events = connect_events(Some(events_url)).await?;
+    let state = AppState::new(
+        frontend_config(&args)?,
+        discovery.as_ref(),
+        Arc::new(TcpRequestPlane::default()),
+        events,
+        prometheus::Registry::new(),
+    )?;
+    serve_http(&args, state, "frontend").await
+}
+
+/// Serves the HTTP frontend until a signal, then drains it within the shutdown timeout.
+async fn serve_http(args: &ServeArgs, state: Arc<AppState>, what: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+    let address = listener.local_addr()?;
+    println!("turbine: {what} at http://{address}/v1");
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(turbine_frontend::serve(listener, state, async {
+        let _ = stop_rx.await;
+    }));
+    tokio::select! {
+        result = &mut server => return result.context("server task failed")?.context("server failed"),
+        _ = shutdown_signal() => {}
+    }
+    tracing::info!(
+        timeout_secs = args.shutdown_timeout_secs,
+        "shutting down: no new requests, draining in-flight ones"
+    );
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(Duration::from_secs(args.shutdown_timeout_secs), &mut server).await {
+        Ok(result) => result
+            .context("server task failed")?
+            .context("server failed")?,
+        Err(_) => tracing::warn!("drain deadline passed with requests in flight; stopping them"),
+    }
+    Ok(())
+}
+
+/// The workers of this process, served on `plane` and registered in discovery.
+struct Workers {
+    card: ModelCard,
+    ids: Vec<InstanceId>,
+    engines: Vec<Arc<Worker>>,
+    /// Requests each worker holds, to drain before stopping.
+    active: Vec<prometheus::IntGauge>,
+}
+
+/// Starts `--workers` engines, serves them on `plane` and registers them with `endpoint`.
+async fn start_workers(
+    args: &ServeArgs,
+    discovery: &dyn Discovery,
+    plane: &EmbeddedRequestPlane,
+    events: Arc<dyn EventPlane>,
+    prometheus: &prometheus::Registry,
+    first_id: u64,
+    endpoint: &str,
+) -> anyhow::Result<Workers> {
+    let model_path = model_path(args.model.as_deref())?;
+    let card = model_card(args, &model_path).await?;
+    let worker_metrics = WorkerMetrics::register(prometheus)?;
     let profile = args.engine_args.profile()?;
     let model = match args.engine {
         EngineKind::Cpu => Some(load_model(&model_path).await?),
@@ -45,11 +216,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
 
-    let mut worker_ids = Vec::new();
-    let mut engines = Vec::new();
+    let mut workers = Workers {
+        card: card.clone(),
+        ids: Vec::new(),
+        engines: Vec::new(),
+        active: Vec::new(),
+    };
     for i in 0..args.workers.max(1) {
-        let id = InstanceId(u64::from(i) + 1);
+        let id = InstanceId(first_id + u64::from(i));
         let metrics = worker_metrics.for_worker(id);
+        workers.active.push(metrics.active.clone());
         let engine: Arc<dyn Generate> = match args.engine {
             EngineKind::Echo => Arc::new(EchoEngine::new(
                 Duration::from_secs_f64(args.echo_delay_ms.max(0.0) / 1000.0),
@@ -104,7 +280,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     ..Default::default()
                 };
                 let worker = Worker::spawn(id, core, events.clone(), metrics, options)?;
-                engines.push(worker.clone());
+                workers.engines.push(worker.clone());
                 worker
             }
         };
@@ -113,55 +289,42 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .register(InstanceRecord {
                 id,
                 role: WorkerRole::Aggregated,
-                endpoint: "local".into(),
+                endpoint: endpoint.to_string(),
                 model: card.clone(),
             })
             .await?;
-        worker_ids.push(id);
+        workers.ids.push(id);
     }
+    Ok(workers)
+}
 
-    let config = frontend_config(&args)?;
-    let state = AppState::new(
-        config,
-        discovery.as_ref(),
-        plane.clone(),
-        events.clone(),
-        prometheus,
-    )?;
-    wait_for_model(&state, &card.name).await?;
-    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
-        .await
-        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
-    let address = listener.local_addr()?;
-    println!("turbine: serving {} at http://{address}/v1", card.name);
-
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(turbine_frontend::serve(listener, state, async {
-        let _ = stop_rx.await;
-    }));
-    tokio::select! {
-        result = &mut server => return result.context("server task failed")?.context("server failed"),
-        _ = shutdown_signal() => {}
+impl Workers {
+    /// Leaves discovery, lets the requests in flight finish (up to `timeout`), then stops.
+    async fn drain(
+        self,
+        discovery: &dyn Discovery,
+        plane: &EmbeddedRequestPlane,
+        timeout: Duration,
+    ) {
+        for &id in &self.ids {
+            if let Err(err) = discovery.deregister(id).await {
+                tracing::warn!(worker = %id, "cannot deregister: {err}");
+            }
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.active.iter().any(|a| a.get() > 0) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if self.active.iter().any(|a| a.get() > 0) {
+            tracing::warn!("drain deadline passed with requests in flight; stopping them");
+        }
+        for id in self.ids {
+            plane.remove(id);
+        }
+        for worker in self.engines {
+            worker.stop();
+        }
     }
-    tracing::info!(
-        timeout_secs = args.shutdown_timeout_secs,
-        "shutting down: no new requests, draining in-flight ones"
-    );
-    let _ = stop_tx.send(());
-    match tokio::time::timeout(Duration::from_secs(args.shutdown_timeout_secs), &mut server).await {
-        Ok(result) => result
-            .context("server task failed")?
-            .context("server failed")?,
-        Err(_) => tracing::warn!("drain deadline passed with requests in flight; stopping them"),
-    }
-    for id in worker_ids {
-        discovery.deregister(id).await?;
-        plane.remove(id);
-    }
-    for worker in engines {
-        worker.stop();
-    }
-    Ok(())
 }
 
 /// Loads the model's weights for the CPU engine (blocking work, off the async threads).

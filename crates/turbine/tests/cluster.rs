@@ -1,0 +1,162 @@
+//! A split deployment as separate processes: real etcd and nats-server, three `turbine worker`
+//! processes (mock engine) and one `turbine frontend`. 200 concurrent streams, one worker
+//! killed with SIGKILL mid-run: every stream completes with exactly its tokens. Then SIGTERM on
+//! another worker under load: it leaves discovery, finishes its requests and exits cleanly.
+
+mod common;
+#[path = "../../runtime/tests/common/mod.rs"]
+mod infra;
+
+use common::{all, stream};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const MAX_TOKENS: u64 = 64;
+
+/// A `turbine` process, killed when dropped, and the first line it printed.
+struct Process {
+    child: Child,
+    line: String,
+}
+
+impl Process {
+    fn start(args: &[&str]) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_turbine"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start turbine");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("turbine {args:?} did not start"));
+        Process { child, line }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Streams one completion and checks it whole: `[DONE]`, no error, exactly `MAX_TOKENS`.
+async fn complete(address: SocketAddr, model: String, i: u64) {
+    let mut c = turbine_bench::Connection::open(address)
+        .await
+        .expect("connect");
+    let prompt: Vec<u64> = (0..48).map(|t| 1000 + i * 64 + t).collect();
+    let body = json!({
+        "model": model, "prompt": prompt, "max_tokens": MAX_TOKENS, "stream": true,
+        "ignore_eos": true, "stream_options": {"include_usage": true}
+    });
+    let streamed = stream(&mut c, "/v1/completions", &body).await;
+    assert!(streamed.done, "request {i}: no [DONE]");
+    let errors: Vec<&Value> = streamed
+        .events
+        .iter()
+        .filter(|e| e.get("error").is_some())
+        .collect();
+    assert!(errors.is_empty(), "request {i}: {errors:?}");
+    let usage = streamed
+        .events
+        .iter()
+        .find_map(|e| e.get("usage").filter(|u| !u.is_null()))
+        .expect("usage");
+    assert_eq!(usage["completion_tokens"], MAX_TOKENS, "request {i}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_cluster_survives_a_killed_worker_and_drains_on_sigterm() {
+    let etcd = infra::Service::etcd();
+    let nats = infra::Service::nats();
+    let (discovery, events) = (etcd.url("etcd"), nats.url("nats"));
+    infra::eventually("etcd and NATS up", Duration::from_secs(20), || async {
+        let etcd_up = turbine_runtime::connect_discovery(Some(&discovery))
+            .await
+            .ok();
+        let nats_up = turbine_runtime::connect_events(Some(&events)).await.ok();
+        (etcd_up.is_some() && nats_up.is_some()).then_some(())
+    })
+    .await;
+    let cluster = ["--discovery", &discovery, "--events", &events];
+    let worker_args: Vec<&str> = ["worker", "--engine", "mock", "--context-length", "4096"]
+        .into_iter()
+        .chain(cluster)
+        .collect();
+    let workers: Vec<Process> = (0..3).map(|_| Process::start(&worker_args)).collect();
+    for w in &workers {
+        assert!(w.line.starts_with("turbine: worker serving"), "{}", w.line);
+    }
+    let frontend_args: Vec<&str> = ["frontend", "--port", "0"]
+        .into_iter()
+        .chain(cluster)
+        .collect();
+    let frontend = Process::start(&frontend_args);
+    let url = frontend
+        .line
+        .strip_prefix("turbine: frontend at http://")
+        .and_then(|rest| rest.strip_suffix("/v1"))
+        .unwrap_or_else(|| panic!("unexpected: {}", frontend.line));
+    let address: SocketAddr = url.parse().expect("address");
+    let model = infra::eventually("the model listed", Duration::from_secs(20), || async {
+        let mut c = turbine_bench::Connection::open(address).await.ok()?;
+        let models = c.get("/v1/models").await.ok()?.json().ok()?;
+        models.pointer("/data/0/id")?.as_str().map(String::from)
+    })
+    .await;
+
+    // Phase 1: SIGKILL one worker while 200 streams run.
+    let run = all((0..200).map(|i| complete(address, model.clone(), i)));
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        workers[0].signal("KILL");
+    };
+    tokio::join!(run, kill);
+    let mut c = turbine_bench::Connection::open(address)
+        .await
+        .expect("connect");
+    let metrics = c.get("/metrics").await.expect("metrics").body;
+    let moved: f64 = String::from_utf8_lossy(&metrics)
+        .lines()
+        .filter(|l| l.starts_with("turbine_frontend_migrations_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(moved >= 1.0, "the killed worker had no request in flight");
+
+    // Phase 2: SIGTERM another worker under load; its requests finish where they are.
+    let run = all((200..260).map(|i| complete(address, model.clone(), i)));
+    let drain = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        workers[1].signal("TERM");
+    };
+    tokio::join!(run, drain);
+    let mut drained = workers.into_iter().nth(1).expect("worker");
+    let exit = infra::eventually("the drained worker exits", Duration::from_secs(20), || {
+        let status = drained.child.try_wait().ok().flatten();
+        async move { status }
+    })
+    .await;
+    assert!(exit.success(), "drained worker exited with {exit}");
+}
