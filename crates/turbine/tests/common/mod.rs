@@ -29,30 +29,10 @@ impl Server {
         } else {
             &["--engine", "echo"]
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_turbine"))
-            .args(["serve", "--host", "127.0.0.1", "--port", "0"])
-            .args(engine)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start turbine");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!("turbine did not start (is the model fetched? run scripts/fixtures.sh)")
-            });
+        let mut all = vec!["serve", "--host", "127.0.0.1", "--port", "0"];
+        all.extend_from_slice(engine);
+        all.extend_from_slice(args);
+        let (child, line) = spawn_turbine(&all);
         // "turbine: serving MODEL at http://ADDR/v1"
         let rest = line
             .strip_prefix("turbine: serving ")
@@ -105,6 +85,34 @@ impl Server {
             .filter(|l| fragments.iter().all(|f| l.contains(f)))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .fold(None, |sum, v| Some(sum.unwrap_or(0.0) + v))
+    }
+}
+
+/// Starts `turbine <args>` and returns it with the first line it printed (its address), waiting
+/// up to two minutes; panics with a hint if nothing comes.
+pub fn spawn_turbine(args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_turbine"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start turbine");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(line) => (child, line),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("turbine {args:?} did not start (is the model fetched? run scripts/fixtures.sh)")
+        }
     }
 }
 
