@@ -95,6 +95,11 @@ impl Dispatch {
         }
     }
 
+    /// The first token after a move came `gap` after the old worker was lost.
+    pub fn resumed(&self, gap: std::time::Duration) {
+        self.metrics.resumed(&self.entry.card.name, gap);
+    }
+
     /// After the stream from `worker` broke with `err`: whether to move the request, counting
     /// the move.
     pub fn should_migrate(&mut self, worker: InstanceId, err: &RuntimeError) -> bool {

@@ -7,6 +7,7 @@ use crate::dispatch::Dispatch;
 use crate::error::ApiError;
 use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
+use std::time::Instant;
 use turbine_protocols::openai::{OpenAiFinishReason, Usage};
 use turbine_protocols::{EngineOutput, FinishReason};
 use turbine_router::RouteGuard;
@@ -42,6 +43,8 @@ pub struct Choice {
     prompt_tokens: u32,
     max_tokens: u32,
     cached_tokens: u32,
+    /// When the last worker was lost, until the next one produces a token.
+    lost_at: Option<Instant>,
 }
 
 /// How a choice ends its text: a tokenizer and the stop conditions of the response.
@@ -72,6 +75,7 @@ impl Choice {
             prompt_tokens: prompt_tokens as u32,
             max_tokens,
             cached_tokens: 0,
+            lost_at: None,
         }
     }
 
@@ -132,6 +136,7 @@ impl Choice {
 
     /// Restarts the request on another worker after the tokens generated so far.
     async fn migrate(&mut self) -> Result<(), ApiError> {
+        self.lost_at.get_or_insert_with(Instant::now);
         self.engine = None;
         self.route = None;
         let (engine, route) = self.dispatch.start(&self.generated).await?;
@@ -150,6 +155,11 @@ impl Choice {
         }
         step.new_tokens += output.token_ids.len();
         self.generated.extend_from_slice(&output.token_ids);
+        if !output.token_ids.is_empty()
+            && let Some(lost) = self.lost_at.take()
+        {
+            self.dispatch.resumed(lost.elapsed());
+        }
         if let Some(route) = &mut self.route {
             route.generated(output.token_ids.len());
         }

@@ -18,6 +18,7 @@ pub struct FrontendMetrics {
     pub template_seconds: Histogram,
     pub tokenize_seconds: Histogram,
     migrations: IntCounterVec,
+    migration_seconds: HistogramVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -101,6 +102,11 @@ impl FrontendMetrics {
                 ),
                 &["model"],
             )?,
+            migration_seconds: histogram(
+                "turbine_frontend_migration_seconds",
+                "From losing a request's worker to the first token from the next one",
+                LATENCY_BUCKETS,
+            )?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.inflight.clone()))?;
@@ -112,11 +118,19 @@ impl FrontendMetrics {
         registry.register(Box::new(metrics.output_tokens.clone()))?;
         registry.register(Box::new(preprocess))?;
         registry.register(Box::new(metrics.migrations.clone()))?;
+        registry.register(Box::new(metrics.migration_seconds.clone()))?;
         Ok(metrics)
     }
 
     pub fn migrated(&self, model: &str) {
         self.migrations.with_label_values(&[model]).inc();
+    }
+
+    /// A migrated request's first token from its new worker, `gap` after the old one was lost.
+    pub fn resumed(&self, model: &str, gap: std::time::Duration) {
+        self.migration_seconds
+            .with_label_values(&[model])
+            .observe(gap.as_secs_f64());
     }
 
     /// Counts a request that ended before generation started (bad input, unknown model, overload).
