@@ -17,6 +17,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use turbine_protocols::{InstanceId, PreprocessedRequest};
 
+/// Most engine outputs sent in one HTTP/2 DATA frame.
+const MAX_LINES_PER_FRAME: usize = 64;
+
 /// Serves `plane`'s workers on `listener` (HTTP/2 only) until `shutdown` completes. Open
 /// connections and their streams are left to end on their own; callers drain first.
 pub async fn serve_request_plane(
@@ -79,10 +82,15 @@ async fn generate(
         Ok(stream) => stream,
         Err(err) => return error(StatusCode::NOT_FOUND, &err),
     };
-    let lines = stream.map(|item| {
-        let mut line = serde_json::to_vec(&item).unwrap_or_default();
-        line.push(b'\n');
-        Ok::<_, std::convert::Infallible>(Bytes::from(line))
+    // Outputs already waiting go out together, one DATA frame for many lines.
+    let lines = stream.ready_chunks(MAX_LINES_PER_FRAME).map(|items| {
+        let mut frame = Vec::new();
+        for item in items {
+            if serde_json::to_writer(&mut frame, &item).is_ok() {
+                frame.push(b'\n');
+            }
+        }
+        Ok::<_, std::convert::Infallible>(Bytes::from(frame))
     });
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
