@@ -1,7 +1,8 @@
 //! A split deployment as separate processes: real etcd and nats-server, three `turbine worker`
 //! processes (mock engine) and one `turbine frontend`. 200 concurrent streams, one worker
 //! killed with SIGKILL mid-run: every stream completes with exactly its tokens. Then SIGTERM on
-//! another worker under load: it leaves discovery, finishes its requests and exits cleanly.
+//! another worker under load: it leaves discovery, finishes its requests and exits cleanly. Then
+//! etcd down (requests still served) and NATS restarted (the router resyncs its index).
 
 mod common;
 #[path = "../../runtime/tests/common/mod.rs"]
@@ -71,8 +72,8 @@ async fn complete(address: SocketAddr, model: String, i: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_cluster_survives_a_killed_worker_and_drains_on_sigterm() {
-    let etcd = infra::Service::etcd();
-    let nats = infra::Service::nats();
+    let mut etcd = infra::Service::etcd();
+    let mut nats = infra::Service::nats();
     let (discovery, events) = (etcd.url("etcd"), nats.url("nats"));
     infra::eventually("etcd and NATS up", Duration::from_secs(20), || async {
         let etcd_up = turbine_runtime::connect_discovery(Some(&discovery))
@@ -87,7 +88,7 @@ async fn a_split_cluster_survives_a_killed_worker_and_drains_on_sigterm() {
         .into_iter()
         .chain(cluster)
         .collect();
-    let workers: Vec<Process> = (0..3).map(|_| Process::start(&worker_args)).collect();
+    let mut workers: Vec<Process> = (0..3).map(|_| Process::start(&worker_args)).collect();
     for w in &workers {
         assert!(w.line.starts_with("turbine: worker serving"), "{}", w.line);
     }
@@ -134,11 +135,42 @@ async fn a_split_cluster_survives_a_killed_worker_and_drains_on_sigterm() {
         workers[1].signal("TERM");
     };
     tokio::join!(run, drain);
-    let mut drained = workers.into_iter().nth(1).expect("worker");
+    let mut drained = workers.remove(1);
     let exit = infra::eventually("the drained worker exits", Duration::from_secs(20), || {
         let status = drained.child.try_wait().ok().flatten();
         async move { status }
     })
     .await;
     assert!(exit.success(), "drained worker exited with {exit}");
+
+    // Phase 3: etcd down: the frontend goes on with the workers it knows.
+    etcd.kill();
+    all((300..340).map(|i| complete(address, model.clone(), i))).await;
+    etcd.restart();
+
+    // Phase 4: NATS restarted: events published meanwhile are lost; the router notices the gap
+    // (through the next event or load report) and catches up from the worker.
+    let recoveries = || async {
+        let mut c = turbine_bench::Connection::open(address).await.ok()?;
+        let metrics = c.get("/metrics").await.ok()?.body;
+        let total: f64 = String::from_utf8_lossy(&metrics)
+            .lines()
+            .filter(|l| l.starts_with("turbine_router_kv_recoveries_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        Some(total)
+    };
+    let before = recoveries().await.expect("metrics");
+    nats.kill();
+    all((400..420).map(|i| complete(address, model.clone(), i))).await;
+    nats.restart();
+    infra::eventually(
+        "the router resyncs after NATS restarts",
+        Duration::from_secs(20),
+        || async {
+            all((500..504).map(|i| complete(address, model.clone(), i))).await;
+            recoveries().await.filter(|&after| after > before)
+        },
+    )
+    .await;
 }
