@@ -270,13 +270,17 @@ impl EngineThread {
 
     fn deliver(&mut self, report: &StepReport) {
         for out in &report.outputs {
-            let finished = out.output.finish_reason.is_some();
-            if let Some(active) = self.active.get(&out.seq) {
-                let _ = active.output.send(Ok(out.output.clone()));
+            if out.output.finish_reason.is_none() {
+                if let Some(active) = self.active.get(&out.seq) {
+                    let _ = active.output.send(Ok(out.output.clone()));
+                }
+                continue;
             }
-            if finished && self.active.remove(&out.seq).is_some() {
+            // Counted before the last output goes out: whoever sees the end sees it counted.
+            if let Some(active) = self.active.remove(&out.seq) {
                 self.metrics.active.dec();
                 self.metrics.finished.inc();
+                let _ = active.output.send(Ok(out.output.clone()));
             }
         }
     }
