@@ -12,7 +12,9 @@ use common::{all, spawn_turbine, stream};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::process::{Child, Command};
+use std::sync::Arc;
 use std::time::Duration;
+use turbine_tokens::Tokenizer;
 
 const MAX_TOKENS: u64 = 64;
 
@@ -44,12 +46,33 @@ impl Drop for Process {
     }
 }
 
-/// Streams one completion and checks it whole: `[DONE]`, no error, exactly `MAX_TOKENS`.
-async fn complete(address: SocketAddr, model: String, i: u64) {
+/// The mock engine's output for `prompt`: generated token `i` is `prompt[i % prompt.len()]`.
+fn mock_output(prompt: &[u32], n: usize) -> Vec<u32> {
+    (0..n).map(|i| prompt[i % prompt.len()]).collect()
+}
+
+/// Whether `text` is what the mock writes for `prompt` without a break, or with one move to
+/// another worker after some tokens (which then continues from prompt + those tokens): any
+/// token lost or repeated at the seam fails this.
+fn one_continuous_stream(tokenizer: &Tokenizer, prompt: &[u32], text: &str, n: usize) -> bool {
+    let decode = |ids: &[u32]| tokenizer.decode(ids, false).expect("decode");
+    let whole = mock_output(prompt, n);
+    (0..n).any(|moved_after| {
+        let mut ids = whole[..moved_after].to_vec();
+        let mut moved_prompt = prompt.to_vec();
+        moved_prompt.extend_from_slice(&ids);
+        ids.extend(mock_output(&moved_prompt, n - moved_after));
+        decode(&ids) == text
+    })
+}
+
+/// Streams one completion and checks it whole: `[DONE]`, no error, exactly `MAX_TOKENS`, and
+/// the text of one continuous stream.
+async fn complete(address: SocketAddr, model: String, i: u32, tokenizer: Arc<Tokenizer>) {
     let mut c = turbine_bench::Connection::open(address)
         .await
         .expect("connect");
-    let prompt: Vec<u64> = (0..48).map(|t| 1000 + i * 64 + t).collect();
+    let prompt: Vec<u32> = (0..48).map(|t| 1000 + i * 64 + t).collect();
     let body = json!({
         "model": model, "prompt": prompt, "max_tokens": MAX_TOKENS, "stream": true,
         "ignore_eos": true, "stream_options": {"include_usage": true}
@@ -68,6 +91,10 @@ async fn complete(address: SocketAddr, model: String, i: u64) {
         .find_map(|e| e.get("usage").filter(|u| !u.is_null()))
         .expect("usage");
     assert_eq!(usage["completion_tokens"], MAX_TOKENS, "request {i}");
+    assert!(
+        one_continuous_stream(&tokenizer, &prompt, &streamed.text(), MAX_TOKENS as usize),
+        "request {i}: the text is not one continuous stream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,6 +110,11 @@ async fn a_split_cluster_survives_a_killed_worker_and_drains_on_sigterm() {
         (etcd_up.is_some() && nats_up.is_some()).then_some(())
     })
     .await;
+    let tokenizer = turbine_tokens::ModelTokenizer::load(
+        turbine_tokens::cache_dir().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    )
+    .expect("the default model's tokenizer (scripts/fixtures.sh model)")
+    .tokenizer;
     let cluster = ["--discovery", &discovery, "--events", &events];
     let worker_args: Vec<&str> = ["worker", "--engine", "mock", "--context-length", "4096"]
         .into_iter()
@@ -111,7 +143,7 @@ async fn a_split_cluster_survives_a_killed_worker_and_drains_on_sigterm() {
     .await;
 
     // Phase 1: SIGKILL one worker while 200 streams run.
-    let run = all((0..200).map(|i| complete(address, model.clone(), i)));
+    let run = all((0..200).map(|i| complete(address, model.clone(), i, tokenizer.clone())));
     let kill = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
         workers[0].signal("KILL");
@@ -129,7 +161,7 @@ async fn a_split_cluster_survives_a_killed_worker_and_drains_on_sigterm() {
     assert!(moved >= 1.0, "the killed worker had no request in flight");
 
     // Phase 2: SIGTERM another worker under load; its requests finish where they are.
-    let run = all((200..260).map(|i| complete(address, model.clone(), i)));
+    let run = all((200..260).map(|i| complete(address, model.clone(), i, tokenizer.clone())));
     let drain = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         workers[1].signal("TERM");
@@ -145,7 +177,7 @@ async fn a_split_cluster_survives_a_killed_worker_and_drains_on_sigterm() {
 
     // Phase 3: etcd down: the frontend goes on with the workers it knows.
     etcd.kill();
-    all((300..340).map(|i| complete(address, model.clone(), i))).await;
+    all((300..340).map(|i| complete(address, model.clone(), i, tokenizer.clone()))).await;
     etcd.restart();
 
     // Phase 4: NATS restarted: events published meanwhile are lost; the router notices the gap
@@ -162,13 +194,13 @@ async fn a_split_cluster_survives_a_killed_worker_and_drains_on_sigterm() {
     };
     let before = recoveries().await.expect("metrics");
     nats.kill();
-    all((400..420).map(|i| complete(address, model.clone(), i))).await;
+    all((400..420).map(|i| complete(address, model.clone(), i, tokenizer.clone()))).await;
     nats.restart();
     infra::eventually(
         "the router resyncs after NATS restarts",
         Duration::from_secs(20),
         || async {
-            all((500..504).map(|i| complete(address, model.clone(), i))).await;
+            all((500..504).map(|i| complete(address, model.clone(), i, tokenizer.clone()))).await;
             recoveries().await.filter(|&after| after > before)
         },
     )
