@@ -20,9 +20,11 @@
 //! high load 16 both kept ~93% of the ideal hit rate and gave the lowest TTFT.
 //!
 //! **Hot-spot guard.** A worker whose work (active blocks plus its prefill queue in blocks)
-//! exceeds `hotspot_factor ×` the mean over all candidates is left out, unless every candidate
-//! is: a deep cache hit does not justify piling onto a worker busier than the rest. With one
-//! prefix shared by every request, this is what spreads the prefix to other workers.
+//! exceeds both `hotspot_factor ×` the mean over all candidates and the mean plus half this
+//! prompt's blocks is left out, unless every candidate is: a deep cache hit does not justify
+//! piling onto a worker busier than the rest. With one prefix shared by every request, this is
+//! what spreads the prefix to other workers; the half-prompt allowance keeps a conversation on
+//! its worker at low load, where one request is a large share of the mean.
 
 use crate::load::Load;
 use rand::Rng;
@@ -157,7 +159,9 @@ fn choose_kv(
         .map(|c| c.load.blocks_of_work(prompt.block_size))
         .collect();
     let mean = work.iter().sum::<f64>() / work.len() as f64;
-    let limit = weights.hotspot_factor * mean;
+    // At low load one request is a large share of the mean: half a prompt above it is noise.
+    let prompt_blocks = prompt.tokens as f64 / prompt.block_size.max(1) as f64;
+    let limit = (weights.hotspot_factor * mean).max(mean + prompt_blocks / 2.0);
     let mut allowed: Vec<usize> = (0..candidates.len())
         .filter(|&i| weights.hotspot_factor <= 0.0 || work[i] <= limit)
         .collect();
@@ -291,7 +295,7 @@ mod tests {
             candidate(3, 0, 100, 0),
         ];
         assert_eq!(kv(&c, heavy), 2);
-        // ...unless it is far above the mean (600 > 1.5 × 266).
+        // ...unless it is far above the mean (600 > 1.5 × 266, and > 266 + 64 / 2).
         let guarded = CostWeights {
             hotspot_factor: 1.5,
             ..heavy
