@@ -15,3 +15,4 @@ scripts/infra.sh install
 cargo test --workspace --all-targets "$@"
 cargo build -p turbine
 python3 scripts/checks/openai_sdk.py "$CARGO_TARGET_DIR/debug/turbine" --engine echo
+python3 scripts/checks/openai_sdk.py "$CARGO_TARGET_DIR/debug/turbine" --engine cpu
