@@ -8,10 +8,10 @@ mod common;
 #[path = "../../runtime/tests/common/mod.rs"]
 mod infra;
 
-use common::{all, spawn_turbine, stream};
+use common::{all, metric_at, signal, spawn_turbine, stream};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 use turbine_tokens::Tokenizer;
@@ -31,11 +31,7 @@ impl Process {
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        signal(self.child.id(), name);
     }
 }
 
@@ -149,15 +145,9 @@ async fn a_split_cluster_survives_a_killed_worker_and_drains_on_sigterm() {
         workers[0].signal("KILL");
     };
     tokio::join!(run, kill);
-    let mut c = turbine_bench::Connection::open(address)
+    let moved = metric_at(address, "turbine_frontend_migrations_total", &[])
         .await
-        .expect("connect");
-    let metrics = c.get("/metrics").await.expect("metrics").body;
-    let moved: f64 = String::from_utf8_lossy(&metrics)
-        .lines()
-        .filter(|l| l.starts_with("turbine_frontend_migrations_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+        .unwrap_or(0.0);
     assert!(moved >= 1.0, "the killed worker had no request in flight");
 
     // Phase 2: SIGTERM another worker under load; its requests finish where they are.
@@ -183,14 +173,9 @@ async fn a_split_cluster_survives_a_killed_worker_and_drains_on_sigterm() {
     // Phase 4: NATS restarted: events published meanwhile are lost; the router notices the gap
     // (through the next event or load report) and catches up from the worker.
     let recoveries = || async {
-        let mut c = turbine_bench::Connection::open(address).await.ok()?;
-        let metrics = c.get("/metrics").await.ok()?.body;
-        let total: f64 = String::from_utf8_lossy(&metrics)
-            .lines()
-            .filter(|l| l.starts_with("turbine_router_kv_recoveries_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        Some(total)
+        metric_at(address, "turbine_router_kv_recoveries_total", &[])
+            .await
+            .or(Some(0.0))
     };
     let before = recoveries().await.expect("metrics");
     nats.kill();

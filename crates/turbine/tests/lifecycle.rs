@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Server, all, eventually, stream};
+use common::{Server, all, eventually, signal, stream};
 use http_body_util::BodyExt;
 use serde_json::json;
 use std::time::Duration;
@@ -139,11 +139,7 @@ async fn sigterm_drains_in_flight_streams_then_exits() {
     let body = json!({"model": server.model, "prompt": prompt, "stream": true});
     let in_flight = tokio::spawn(async move { stream(&mut c, "/v1/completions", &body).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    signal(server.pid(), "TERM");
     let streamed = in_flight.await.expect("join");
     assert!(streamed.done, "the in-flight stream finished");
     assert_eq!(streamed.text(), prompt);

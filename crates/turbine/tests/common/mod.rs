@@ -72,20 +72,34 @@ impl Server {
 
     /// The sum of the samples of `name` whose labels contain every fragment; `None` if there are none.
     pub async fn metric(&self, name: &str, fragments: &[&str]) -> Option<f64> {
-        let text = self
-            .connect()
-            .await
-            .get("/metrics")
-            .await
-            .expect("metrics")
-            .body;
-        let text = String::from_utf8_lossy(&text).into_owned();
-        text.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-            .filter(|l| fragments.iter().all(|f| l.contains(f)))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .fold(None, |sum, v| Some(sum.unwrap_or(0.0) + v))
+        metric_at(self.address, name, fragments).await
     }
+}
+
+/// [`Server::metric`] for any turbine process serving `/metrics` at `address`.
+pub async fn metric_at(address: SocketAddr, name: &str, fragments: &[&str]) -> Option<f64> {
+    let text = Connection::open(address)
+        .await
+        .expect("connect")
+        .get("/metrics")
+        .await
+        .expect("metrics")
+        .body;
+    let text = String::from_utf8_lossy(&text).into_owned();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| fragments.iter().all(|f| l.contains(f)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(None, |sum, v| Some(sum.unwrap_or(0.0) + v))
+}
+
+/// Sends signal `name` (`TERM`, `KILL`, ...) to process `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
 }
 
 /// Starts `turbine <args>` and returns it with the first line it printed (its address), waiting
