@@ -22,6 +22,8 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest frame accepted from a worker: a line that grows beyond it is garbage.
 const MAX_LINE: usize = 16 << 20;
 
+/// Cheap to clone: clones share the connection pool.
+#[derive(Clone)]
 pub struct TcpRequestPlane {
     client: Client<HttpConnector, Full<Bytes>>,
 }
@@ -112,12 +114,10 @@ impl RequestPlane for TcpRequestPlane {
         after_id: u64,
     ) -> BoxFuture<'static, Result<KvReplay, RuntimeError>> {
         let instance = instance.clone();
-        let client = TcpRequestPlane {
-            client: self.client.clone(),
-        };
+        let plane = self.clone();
         Box::pin(async move {
             let path = format!("kv_catch_up?after={after_id}");
-            let response = client.post(&instance, &path, Vec::new()).await?;
+            let response = plane.post(&instance, &path, Vec::new()).await?;
             if response.status() != StatusCode::OK {
                 return Err(failure(response).await);
             }
