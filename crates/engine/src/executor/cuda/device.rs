@@ -47,6 +47,8 @@ pub struct Gpu {
     pub name: String,
     pub arch: (i32, i32),
     pub sms: u32,
+    /// Most dynamic shared memory one block may opt into, in bytes.
+    pub max_shared: u32,
 }
 
 // SAFETY: the stream and cuBLAS handle are used by one thread at a time (`&mut` through the
@@ -71,6 +73,9 @@ impl Gpu {
         let sms = ctx
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(|e| format!("SM count: {e:?}"))? as u32;
+        let max_shared = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_err(|e| format!("shared memory size: {e:?}"))? as u32;
         let stream = result::stream::create(result::stream::StreamKind::NonBlocking)
             .map_err(|e| format!("cuStreamCreate: {e:?}"))?;
         let blas =
@@ -86,6 +91,7 @@ impl Gpu {
             name,
             arch,
             sms,
+            max_shared,
         })
     }
 
@@ -181,9 +187,51 @@ impl Gpu {
         shared: u32,
         args: &mut [*mut c_void],
     ) -> GpuResult<()> {
-        check("cuLaunchKernel", unsafe {
-            result::launch_kernel(f, grid, (block, 1, 1), shared, self.stream, args)
-        })
+        // From sm_90 every kernel is launched as a programmatic dependent of the previous one
+        // (see pdl_wait in kernels.cu): it may start while that one finishes.
+        let mut pdl = cu::CUlaunchAttribute {
+            id: cu::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+            pad: [0; 4],
+            value: cu::CUlaunchAttributeValue {
+                programmaticStreamSerializationAllowed: 1,
+            },
+        };
+        let config = cu::CUlaunchConfig {
+            gridDimX: grid.0,
+            gridDimY: grid.1,
+            gridDimZ: grid.2,
+            blockDimX: block,
+            blockDimY: 1,
+            blockDimZ: 1,
+            sharedMemBytes: shared,
+            hStream: self.stream,
+            attrs: &mut pdl,
+            numAttrs: u32::from(self.arch.0 >= 9),
+        };
+        // SAFETY: the caller vouches for `f` and `args`; the config outlives the call.
+        unsafe {
+            cu::cuLaunchKernelEx(&config, f, args.as_mut_ptr(), std::ptr::null_mut())
+                .result()
+                .map_err(|e| format!("cuLaunchKernelEx: {e:?}"))
+        }
+    }
+
+    /// Blocks of `f` (with `block` threads and `shared` bytes of dynamic shared memory) that fit
+    /// on one multiprocessor at once.
+    pub fn resident_blocks(&self, f: cu::CUfunction, block: u32, shared: u32) -> GpuResult<u32> {
+        let mut n = 0;
+        // SAFETY: `f` is a loaded kernel; `n` an out-parameter.
+        unsafe {
+            cu::cuOccupancyMaxActiveBlocksPerMultiprocessor(
+                &mut n,
+                f,
+                block as i32,
+                shared as usize,
+            )
+            .result()
+            .map_err(|e| format!("cuOccupancyMaxActiveBlocksPerMultiprocessor: {e:?}"))?;
+        }
+        Ok(n.max(1) as u32)
     }
 
     /// Lets `f` use up to `bytes` of dynamic shared memory.

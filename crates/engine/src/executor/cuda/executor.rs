@@ -67,9 +67,11 @@ impl CudaExecutor {
             .map_err(failed)?;
         let gpu = Gpu::open(options.device).map_err(failed)?;
         let compiler = Compiler::new().map_err(failed)?;
+        let shapes = Shapes::of(&config);
         let kernels = Kernels::load(
             &gpu,
             &compiler,
+            &shapes,
             config.head_dim,
             config.heads / config.kv_heads,
             options.block_size,
@@ -81,7 +83,6 @@ impl CudaExecutor {
         }
         .map_err(failed)?;
         gpu.sync().map_err(failed)?;
-        let shapes = Shapes::of(&config);
         let kv_width = config.kv_heads * config.head_dim;
         let num_blocks = match options.num_blocks {
             Some(n) => n,

@@ -1,7 +1,8 @@
 //! One batched forward pass on the GPU, in the CPU executor's order of operations: embeddings;
 //! per layer RMSNorm, fused QKV GEMM, bias / q-k norm / RoPE / KV write, paged attention, output
 //! GEMM, residual add + RMSNorm, fused gate-up GEMM, SiLU·up, down GEMM; then the final norm of
-//! the sampled rows only and the LM head into f32 logits.
+//! the sampled rows only and the LM head into f32 logits. Steps of up to 4 tokens (decode) run
+//! the four projections as GEMVs with the norms, SiLU and residual adds fused in (`gemv`).
 
 use super::device::{DeviceBuffer, Gpu, GpuResult};
 use super::kernels::{AttnArgs, AttnShape, Kernels};
@@ -92,21 +93,31 @@ impl Model<'_> {
         let interleaved = c.rope_style == RopeStyle::Interleaved;
         let opt = |b: &Option<DeviceBuffer>| b.as_ref().map_or(0, DeviceBuffer::ptr);
 
+        // Steps of a few tokens run their projections as fused GEMVs, which add into the
+        // residual stream themselves; larger ones use cuBLAS, each residual add fused with the
+        // next norm (the first layer has none to add).
+        let few = k.gemv.as_ref().filter(|g| g.handles(t));
+        let eps = c.rms_eps;
         k.embed(gpu, meta, w.embed.ptr(), x, t, sh.hidden)?;
         for (l, layer) in w.layers.iter().enumerate() {
             let delta = if l == 0 { 0 } else { proj };
-            k.add_rmsnorm(
-                gpu,
-                x,
-                delta,
-                layer.attn_norm.ptr(),
-                h,
-                0,
-                t,
-                sh.hidden,
-                c.rms_eps,
-            )?;
-            gpu.gemm(h, layer.wqkv.ptr(), qkv, (t, sh.qkv, sh.hidden), false)?;
+            if let Some(gemv) = few {
+                let (norm, wqkv) = (layer.attn_norm.ptr(), layer.wqkv.ptr());
+                gemv.norm_store(gpu, x, norm, eps, wqkv, qkv, (t, sh.qkv, sh.hidden))?;
+            } else {
+                k.add_rmsnorm(
+                    gpu,
+                    x,
+                    delta,
+                    layer.attn_norm.ptr(),
+                    h,
+                    0,
+                    t,
+                    sh.hidden,
+                    eps,
+                )?;
+                gpu.gemm(h, layer.wqkv.ptr(), qkv, (t, sh.qkv, sh.hidden), false)?;
+            }
             let (qn, kn) = layer
                 .qk_norm
                 .as_ref()
@@ -126,7 +137,7 @@ impl Model<'_> {
                 t,
                 &shape,
                 interleaved,
-                c.rms_eps,
+                eps,
             )?;
             let args = AttnArgs {
                 q,
@@ -147,60 +158,41 @@ impl Model<'_> {
             if plan.tiles > 0 {
                 k.prefill_attention(gpu, &args, &shape, plan.tiles)?;
             }
-            gpu.gemm(attn, layer.wo.ptr(), proj, (t, sh.hidden, sh.q), false)?;
-            k.add_rmsnorm(
-                gpu,
-                x,
-                proj,
-                layer.ffn_norm.ptr(),
-                h,
-                0,
-                t,
-                sh.hidden,
-                c.rms_eps,
-            )?;
-            gpu.gemm(
-                h,
-                layer.w_gate_up.ptr(),
-                gate_up,
-                (t, 2 * sh.inter, sh.hidden),
-                false,
-            )?;
-            k.silu_mul(gpu, gate_up, act, t, sh.inter)?;
-            gpu.gemm(
-                act,
-                layer.w_down.ptr(),
-                proj,
-                (t, sh.hidden, sh.inter),
-                false,
-            )?;
+            let (wo, w_gate_up, w_down) =
+                (layer.wo.ptr(), layer.w_gate_up.ptr(), layer.w_down.ptr());
+            if let Some(gemv) = few {
+                gemv.add(gpu, attn, wo, x, (t, sh.hidden, sh.q))?;
+                let norm = layer.ffn_norm.ptr();
+                gemv.norm_silu(gpu, x, norm, eps, w_gate_up, act, (t, sh.inter, sh.hidden))?;
+                gemv.add(gpu, act, w_down, x, (t, sh.hidden, sh.inter))?;
+            } else {
+                gpu.gemm(attn, wo, proj, (t, sh.hidden, sh.q), false)?;
+                k.add_rmsnorm(gpu, x, proj, layer.ffn_norm.ptr(), h, 0, t, sh.hidden, eps)?;
+                gpu.gemm(h, w_gate_up, gate_up, (t, 2 * sh.inter, sh.hidden), false)?;
+                k.silu_mul(gpu, gate_up, act, t, sh.inter)?;
+                gpu.gemm(act, w_down, proj, (t, sh.hidden, sh.inter), false)?;
+            }
         }
         let n = plan.sampled;
         if n == 0 {
             return Ok(());
         }
-        // The last layer's residual add, then the final norm of the sampled rows alone.
-        k.add_rmsnorm(
-            gpu,
-            x,
-            proj,
-            w.final_norm.ptr(),
-            h,
-            0,
-            t,
-            sh.hidden,
-            c.rms_eps,
-        )?;
+        let final_norm = w.final_norm.ptr();
+        if few.is_none() {
+            // The last layer's residual add (its norm output is not used).
+            k.add_rmsnorm(gpu, x, proj, final_norm, h, 0, t, sh.hidden, eps)?;
+        }
+        // The final norm of the sampled rows alone.
         k.add_rmsnorm(
             gpu,
             x,
             0,
-            w.final_norm.ptr(),
+            final_norm,
             proj,
             at(plan.sample_rows()),
             n,
             sh.hidden,
-            c.rms_eps,
+            eps,
         )?;
         let logits = ensure(gpu, &mut s.logits, n * c.vocab * 4)?;
         gpu.gemm(

@@ -8,6 +8,27 @@ typedef unsigned short bf16;
 
 #define NEG_INF (-__int_as_float(0x7f800000))
 
+// Programmatic dependent launch (sm_90 and later; no-ops before): every kernel is launched so
+// that it may start while the previous one is still running. `pdl_wait` blocks until the
+// previous kernels have finished and their writes are visible, so a kernel calls it before
+// reading anything they wrote (reading weights before it is fine); `pdl_trigger` lets the next
+// kernel start.
+__device__ __forceinline__ void pdl_wait() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+// Both, at the top of kernels that read nothing before waiting.
+__device__ __forceinline__ void pdl_start() {
+    pdl_wait();
+    pdl_trigger();
+}
+
 __device__ __forceinline__ float bf2f(bf16 x) { return __uint_as_float(((unsigned)x) << 16); }
 
 // The low and high bf16 of a 32-bit word, one integer instruction each.
@@ -110,6 +131,7 @@ __device__ float block_sum(float v) {
 
 // x[t] = table[tokens[t]] (the f32 residual stream). Grid: tokens.
 extern "C" __global__ void embed(const int* tokens, const bf16* table, float* x, int hidden) {
+    pdl_start();
     const bf16* row = table + (size_t)tokens[blockIdx.x] * hidden;
     float* out = x + (size_t)blockIdx.x * hidden;
     for (int i = threadIdx.x; i < hidden; i += blockDim.x) out[i] = bf2f(row[i]);
@@ -120,6 +142,7 @@ extern "C" __global__ void embed(const int* tokens, const bf16* table, float* x,
 // `delta` must then be null. Grid: output rows.
 extern "C" __global__ void add_rmsnorm(float* x, const bf16* delta, const bf16* w, bf16* out,
                                        const int* rows, int hidden, float eps) {
+    pdl_start();
     int row = rows ? rows[blockIdx.x] : blockIdx.x;
     float* xr = x + (size_t)row * hidden;
     const bf16* dr = delta ? delta + (size_t)row * hidden : 0;
@@ -144,6 +167,7 @@ extern "C" __global__ void qkv_post(const bf16* qkv, const bf16* bias, const bf1
                                     const bf16* k_norm, const float* inv_freq, const int* pos,
                                     const int* slots, bf16* q_out, bf16* k_cache, bf16* v_cache,
                                     int heads, int kv_heads, int interleaved, float eps) {
+    pdl_start();
     int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
     int width = (heads + 2 * kv_heads) * HEAD_DIM;
     const bf16* row = qkv + (size_t)t * width;
@@ -212,6 +236,7 @@ decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const 
                  const int* seq_of, const int* block_tables, const int* token_list, int max_blocks,
                  int heads, int kv_heads, int splits, float scale_log2, bf16* out,
                  float* part_acc, float* part_ml) {
+    pdl_start();
     int item = blockIdx.x, g = blockIdx.y, split = blockIdx.z;
     int t = token_list[item];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -313,6 +338,7 @@ decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const 
 // HEAD_DIM threads.
 extern "C" __global__ void decode_merge(const float* part_acc, const float* part_ml,
                                         const int* token_list, int heads, int splits, bf16* out) {
+    pdl_start();
     int item = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
     int t = token_list[item];
     size_t first = ((size_t)item * heads + h) * splits;
@@ -369,6 +395,7 @@ extern "C" __global__ void __launch_bounds__(128, PREFILL_MIN_BLOCKS)
 prefill_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const int* pos,
                   const int* block_tables, const int* tiles, int max_blocks,
                   int heads, int kv_heads, float scale_log2, bf16* out) {
+    pdl_start();
     extern __shared__ __align__(16) bf16 smem[];
     // [stage][key][KPAD] for K, then the same for V.
     bf16* ks = smem;
@@ -542,6 +569,7 @@ __device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f
 // out = silu(gate) * up, from the fused gate|up projection's rows [gate | up], 8 columns per
 // thread in 16-byte accesses when `inter` allows. Grid: (column blocks, tokens).
 extern "C" __global__ void silu_mul(const bf16* gate_up, bf16* out, int inter) {
+    pdl_start();
     const bf16* row = gate_up + (size_t)blockIdx.y * 2 * inter;
     bf16* o = out + (size_t)blockIdx.y * inter;
     int stride = gridDim.x * blockDim.x;
@@ -563,6 +591,7 @@ extern "C" __global__ void silu_mul(const bf16* gate_up, bf16* out, int inter) {
 
 // Greedy sampling: the index of each row's largest logit (the first on ties). Grid: rows.
 extern "C" __global__ void argmax(const float* logits, int vocab, int* out) {
+    pdl_start();
     const float* row = logits + (size_t)blockIdx.x * vocab;
     float best = NEG_INF;
     int index = 0x7fffffff;
@@ -605,6 +634,7 @@ extern "C" __global__ void argmax(const float* logits, int vocab, int* out) {
 // so any size is made on the GPU without host transfers.
 extern "C" __global__ void fill_random(bf16* out, long long n, unsigned seed, float center,
                                        float spread) {
+    pdl_start();
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {
         unsigned long long z = (unsigned long long)i * 0x9E3779B97F4A7C15ull + seed;

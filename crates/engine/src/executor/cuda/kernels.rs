@@ -3,11 +3,16 @@
 
 use super::compile::Compiler;
 use super::device::{Gpu, GpuResult, arg};
+use super::gemv::Gemv;
+use super::weights::Shapes;
 use cudarc::driver::result::module;
 use cudarc::driver::sys::{CUdeviceptr, CUfunction};
 use std::ffi::CString;
 
-pub const SOURCE: &str = include_str!("kernels.cu");
+pub const SOURCE: &str = concat!(include_str!("kernels.cu"), include_str!("gemv.cu"));
+/// A file to compile instead of `SOURCE`: kernel work on a GPU machine that has no Rust
+/// toolchain, with the binary built elsewhere.
+pub const SOURCE_ENV: &str = "TURBINE_CUDA_SOURCE";
 /// Warps per block of `attention` (ATTN_WARPS in the source).
 const ATTN_THREADS: u32 = 128;
 
@@ -21,6 +26,8 @@ pub struct Kernels {
     silu_mul: CUfunction,
     argmax: CUfunction,
     fill_random: CUfunction,
+    /// The fused few-token projections, where the GPU and the model's shapes allow them.
+    pub gemv: Option<Gemv>,
     head_dim: usize,
     prefill_shared: u32,
 }
@@ -76,6 +83,7 @@ impl Kernels {
     pub fn load(
         gpu: &Gpu,
         compiler: &Compiler,
+        shapes: &Shapes,
         head_dim: usize,
         group: usize,
         block_size: usize,
@@ -97,7 +105,15 @@ impl Kernels {
         ];
         // Two stages of K and V tiles, rows padded by 8 elements (see prefill_attention).
         let prefill_shared = (2 * 2 * kt * (head_dim + 8) * 2) as u32;
-        let cubin = compiler.cubin(SOURCE, &defines, gpu.arch)?;
+        let source = match std::env::var_os(SOURCE_ENV) {
+            Some(path) => {
+                tracing::warn!("compiling the CUDA kernels of {}", path.display());
+                std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{SOURCE_ENV}={}: {e}", path.display()))?
+            }
+            None => SOURCE.to_string(),
+        };
+        let cubin = compiler.cubin(&source, &defines, gpu.arch)?;
         let m = gpu.module(&cubin)?;
         let f = |name: &str| -> GpuResult<CUfunction> {
             let c = CString::new(name).map_err(|e| e.to_string())?;
@@ -116,6 +132,7 @@ impl Kernels {
             silu_mul: f("silu_mul")?,
             argmax: f("argmax")?,
             fill_random: f("fill_random")?,
+            gemv: Gemv::load(gpu, f, shapes)?,
             head_dim,
             prefill_shared,
         })

@@ -3,14 +3,15 @@
 //! Nothing CUDA is needed to build: `libs` finds and loads the driver, NVRTC and cuBLAS at run
 //! time (cudarc with dynamic loading); `compile` turns `kernels.cu` into a CUBIN for the GPU in
 //! hand through NVRTC, cached on disk; `device` holds the context, stream, buffers and GEMMs;
-//! `kernels` launches the custom kernels; `weights` uploads or makes the weights; `kv_cache`
-//! sizes and holds the paged cache; `plan` checks and packs a step's metadata; `forward` runs
-//! one batched pass; `executor` plugs it into the engine.
+//! `kernels` launches the custom kernels and `gemv` the fused few-token projections; `weights`
+//! uploads or makes the weights; `kv_cache` sizes and holds the paged cache; `plan` checks and
+//! packs a step's metadata; `forward` runs one batched pass; `executor` plugs it into the engine.
 
 mod compile;
 mod device;
 mod executor;
 mod forward;
+mod gemv;
 mod kernels;
 mod kv_cache;
 mod libs;
