@@ -24,7 +24,7 @@
 //  - gemv_add: a bf16 input; the rows, rounded to bf16 as a GEMM would write them, are added to
 //    the f32 residual stream (the output and down projections).
 //
-// Dynamic shared memory (the host computes the same): the stages, STAGES × rows ×
+// Dynamic shared memory (the host computes the same): the ring, STAGES × rows ×
 // (GEMV_KT + GEMV_KT_PAD) bf16, then with NORM the normalized input, t × (k + GEMV_PAD) bf16.
 
 // Bulk copies and mbarrier transaction counts need sm_90; the host uses cuBLAS before that.
@@ -112,7 +112,9 @@ __device__ __forceinline__ void gemv(const void* in, const bf16* norm, float eps
                                      int n, int k, int t, void* out) {
     constexpr int PARTS = OUT == OUT_SILU ? 2 : 1;  // row sets of a group: gate and up
     constexpr int ROWS = 16 * PARTS;
-    constexpr int STAGES = OUT == OUT_SILU ? 4 : 6;
+    // As deep as shared memory allows next to 4 tokens' normalized input (the add kernels run
+    // two blocks a multiprocessor).
+    constexpr int STAGES = OUT == OUT_SILU ? 5 : OUT == OUT_STORE ? 11 : 6;
     constexpr int STRIDE = GEMV_KT + GEMV_KT_PAD;
     constexpr int STEPS = GEMV_KT / 32 / GEMV_CONSUMERS;  // of 32 columns, per warp and stage
     extern __shared__ __align__(128) bf16 smem[];

@@ -15,9 +15,11 @@ const MAX_TOKENS: usize = 4;
 const PAD: usize = 8;
 /// Bytes of a stage row: GEMV_KT + GEMV_KT_PAD bf16.
 const STAGE_ROW: usize = (512 + 32) * 2;
-/// Stages × rows of the ring: 6 × 16 for the plain kernels, 4 × (16 + 16) for gate-up.
-const RING_ROWS: usize = 6 * 16;
-const RING_ROWS_SILU: usize = 4 * 32;
+/// Stages × rows of each kernel's ring (STAGES in the source): 11 × 16 for QKV, 5 × (16 + 16)
+/// for gate-up, 6 × 16 for the add kernels.
+const RING_ROWS_STORE: usize = 11 * 16;
+const RING_ROWS_SILU: usize = 5 * 32;
+const RING_ROWS_ADD: usize = 6 * 16;
 
 struct Kernel {
     f: CUfunction,
@@ -55,7 +57,8 @@ impl Gemv {
                 .iter()
                 .all(|k| k.is_multiple_of(32));
         let row_bytes = (s.hidden + PAD) * 2;
-        let room = (gpu.max_shared as usize).saturating_sub(RING_ROWS_SILU * STAGE_ROW);
+        let deepest = RING_ROWS_STORE.max(RING_ROWS_SILU) * STAGE_ROW;
+        let room = (gpu.max_shared as usize).saturating_sub(deepest);
         let max_tokens = MAX_TOKENS.min(room / row_bytes);
         if gpu.arch.0 < 9 || !fits || max_tokens == 0 {
             return Ok(None);
@@ -69,9 +72,9 @@ impl Gemv {
             Ok(Kernel { f, ring, resident })
         };
         Ok(Some(Self {
-            norm_store: kernel("gemv_norm_store", RING_ROWS, max_tokens)?,
+            norm_store: kernel("gemv_norm_store", RING_ROWS_STORE, max_tokens)?,
             norm_silu: kernel("gemv_norm_silu", RING_ROWS_SILU, max_tokens)?,
-            add: kernel("gemv_add", RING_ROWS, 0)?,
+            add: kernel("gemv_add", RING_ROWS_ADD, 0)?,
             row_bytes,
             max_tokens,
         }))
