@@ -9,18 +9,26 @@ use cudarc::driver::result::module;
 use cudarc::driver::sys::{CUdeviceptr, CUfunction};
 use std::ffi::CString;
 
-pub const SOURCE: &str = concat!(include_str!("kernels.cu"), include_str!("gemv.cu"));
+pub const SOURCE: &str = concat!(
+    include_str!("kernels.cu"),
+    include_str!("gemv.cu"),
+    include_str!("decode_mma.cu")
+);
 /// A file to compile instead of `SOURCE`: kernel work on a GPU machine that has no Rust
 /// toolchain, with the binary built elsewhere.
 pub const SOURCE_ENV: &str = "TURBINE_CUDA_SOURCE";
-/// Warps per block of `attention` (ATTN_WARPS in the source).
+/// Warps per block of `decode_attention` (ATTN_WARPS in the source).
 const ATTN_THREADS: u32 = 128;
+/// Items (warps) per block of `decode_attention_mma` (MMA_ITEMS in the source).
+const MMA_ITEMS: u32 = 4;
 
 pub struct Kernels {
     embed: CUfunction,
     add_rmsnorm: CUfunction,
     qkv_post: CUfunction,
     decode_attention: CUfunction,
+    /// The tensor-core decode attention, for the shapes it supports (see `decode_mma.cu`).
+    decode_attention_mma: Option<CUfunction>,
     decode_merge: CUfunction,
     prefill_attention: CUfunction,
     silu_mul: CUfunction,
@@ -127,6 +135,9 @@ impl Kernels {
             add_rmsnorm: f("add_rmsnorm")?,
             qkv_post: f("qkv_post")?,
             decode_attention: f("decode_attention")?,
+            decode_attention_mma: (group <= 16 && head_dim <= 128)
+                .then(|| f("decode_attention_mma"))
+                .transpose()?,
             decode_merge: f("decode_merge")?,
             prefill_attention,
             silu_mul: f("silu_mul")?,
@@ -243,7 +254,8 @@ impl Kernels {
         }
     }
 
-    /// Decode attention for the `n` listed tokens, each one's keys split in `splits` chunks.
+    /// Decode attention for the `n` listed tokens, each one's keys split in `splits` chunks: on
+    /// the tensor cores (`decode_mma.cu`) where the head shape allows, else on CUDA cores.
     pub fn decode_attention(
         &self,
         gpu: &Gpu,
@@ -254,32 +266,37 @@ impl Kernels {
     ) -> GpuResult<()> {
         let splits_i = splits as i32;
         let scale_log2 = self.scale_log2();
-        let grid = (n as u32, shape.kv_heads as u32, splits as u32);
+        let tokens = n as i32;
+        let mut args = vec![
+            arg(&a.q),
+            arg(&a.k_cache),
+            arg(&a.v_cache),
+            arg(&a.pos),
+            arg(&a.seq_of),
+            arg(&a.block_tables),
+            arg(&a.decode_list),
+            arg(&shape.max_blocks),
+            arg(&shape.heads),
+            arg(&shape.kv_heads),
+            arg(&splits_i),
+            arg(&scale_log2),
+            arg(&a.out),
+            arg(&a.part_acc),
+            arg(&a.part_ml),
+        ];
         // SAFETY: the lists name tokens whose blocks are in the cache; the partial buffers hold
         // n × heads × splits entries when splits > 1.
         unsafe {
-            gpu.launch(
-                self.decode_attention,
-                grid,
-                ATTN_THREADS,
-                &mut [
-                    arg(&a.q),
-                    arg(&a.k_cache),
-                    arg(&a.v_cache),
-                    arg(&a.pos),
-                    arg(&a.seq_of),
-                    arg(&a.block_tables),
-                    arg(&a.decode_list),
-                    arg(&shape.max_blocks),
-                    arg(&shape.heads),
-                    arg(&shape.kv_heads),
-                    arg(&splits_i),
-                    arg(&scale_log2),
-                    arg(&a.out),
-                    arg(&a.part_acc),
-                    arg(&a.part_ml),
-                ],
-            )?;
+            if let Some(f) = self.decode_attention_mma {
+                // One warp per (token, KV head, split); the item count comes last.
+                args.push(arg(&tokens));
+                let items = (n * shape.kv_heads as usize * splits) as u32;
+                let grid = (items.div_ceil(MMA_ITEMS), 1, 1);
+                gpu.launch(f, grid, MMA_ITEMS * 32, &mut args)?;
+            } else {
+                let grid = (n as u32, shape.kv_heads as u32, splits as u32);
+                gpu.launch(self.decode_attention, grid, ATTN_THREADS, &mut args)?;
+            }
             if splits > 1 {
                 gpu.launch(
                     self.decode_merge,

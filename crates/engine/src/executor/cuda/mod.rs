@@ -1,11 +1,12 @@
 //! The CUDA executor: Llama-family models on one NVIDIA GPU, bf16 weights, paged bf16 KV.
 //!
 //! Nothing CUDA is needed to build: `libs` finds and loads the driver, NVRTC and cuBLAS at run
-//! time (cudarc with dynamic loading); `compile` turns `kernels.cu` into a CUBIN for the GPU in
-//! hand through NVRTC, cached on disk; `device` holds the context, stream, buffers and GEMMs;
-//! `kernels` launches the custom kernels and `gemv` the fused few-token projections; `weights`
-//! uploads or makes the weights; `kv_cache` sizes and holds the paged cache; `plan` checks and
-//! packs a step's metadata; `forward` runs one batched pass; `executor` plugs it into the engine.
+//! time (cudarc with dynamic loading); `compile` turns `kernels.cu` (with `gemv.cu` and
+//! `decode_mma.cu` appended) into a CUBIN for the GPU in hand through NVRTC, cached on disk;
+//! `device` holds the context, stream, buffers and GEMMs; `kernels` launches the custom kernels
+//! and `gemv` the fused few-token projections; `weights` uploads or makes the weights;
+//! `kv_cache` sizes and holds the paged cache; `plan` checks and packs a step's metadata;
+//! `forward` runs one batched pass; `executor` plugs it into the engine.
 
 mod compile;
 mod device;
