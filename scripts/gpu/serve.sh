@@ -27,4 +27,4 @@ curl -sS "http://127.0.0.1:$port/v1/completions" -H 'content-type: application/j
   -d '{"model": "llama31-8b-dummy", "prompt": "The capital of France is", "max_tokens": 16}'
 echo
 "$turbine" bench --url "http://127.0.0.1:$port" --concurrency 32 --requests 128 \
-  --input-len 512 --output-len 128
+  --input-len 512 --output-len 128 --tokenizer "$model"
