@@ -4,7 +4,7 @@
 //! clock.
 
 use crate::config::{EngineConfig, SchedulingPolicy};
-use crate::executor::{Batch, Executor, ExecutorError, Samples, SeqStep};
+use crate::executor::{Batch, Draw, Executor, ExecutorError, Samples, SeqStep};
 use crate::kv::BlockManager;
 use crate::rng::Rng;
 use crate::scheduler::{ScheduleOutput, Scheduler, SeqId, Sequence};
@@ -125,7 +125,17 @@ impl EngineCore {
                 ..Default::default()
             });
         }
-        let batch = batch(&self.scheduler, &schedule);
+        // Each sampled sequence's draw (parallel to `schedule.work`), taken before the step so
+        // that its random number is consumed once whoever samples.
+        let draws: Vec<Option<Draw>> = schedule
+            .work
+            .iter()
+            .map(|w| {
+                let seq = self.scheduler.get_mut(w.seq).filter(|_| w.sample)?;
+                seq.sampler.next_draw()
+            })
+            .collect();
+        let batch = batch(&self.scheduler, &schedule, &draws);
         let result = self.executor.execute(&batch)?;
         drop(batch);
         for work in &schedule.work {
@@ -138,10 +148,11 @@ impl EngineCore {
             preempted: schedule.preempted.len(),
             simulated: result.simulated,
         };
-        let sampled = schedule.work.iter().filter(|w| w.sample).map(|w| w.seq);
+        let sampled = schedule.work.iter().zip(&draws).filter(|(w, _)| w.sample);
         match result.samples {
             Samples::Tokens(tokens) => {
-                for (seq, token) in sampled.zip(tokens) {
+                for ((w, _), token) in sampled.zip(tokens) {
+                    let seq = w.seq;
                     if let Some(s) = self.scheduler.get_mut(seq) {
                         s.sampler.record(token);
                     }
@@ -152,12 +163,15 @@ impl EngineCore {
                 vocab_size,
                 mut rows,
             } => {
-                for (seq, row) in sampled.zip(rows.chunks_exact_mut(vocab_size.max(1))) {
-                    let Some(s) = self.scheduler.get_mut(seq) else {
+                for ((w, draw), row) in sampled.zip(rows.chunks_exact_mut(vocab_size.max(1))) {
+                    let Some(s) = self.scheduler.get_mut(w.seq) else {
                         continue;
                     };
-                    let token = s.sampler.sample(row);
-                    self.append(seq, token, &mut report);
+                    let token = match draw {
+                        Some(draw) => s.sampler.sample_drawn(row, draw),
+                        None => s.sampler.sample(row),
+                    };
+                    self.append(w.seq, token, &mut report);
                 }
             }
         }
@@ -216,12 +230,17 @@ impl EngineCore {
 }
 
 /// The executor's view of a schedule: token slices and block tables borrowed from the sequences.
-fn batch<'a>(scheduler: &'a Scheduler, schedule: &ScheduleOutput) -> Batch<'a> {
+fn batch<'a>(
+    scheduler: &'a Scheduler,
+    schedule: &ScheduleOutput,
+    draws: &[Option<Draw>],
+) -> Batch<'a> {
     Batch {
         seqs: schedule
             .work
             .iter()
-            .filter_map(|w| {
+            .zip(draws)
+            .filter_map(|(w, draw)| {
                 let seq = scheduler.get(w.seq)?;
                 Some(SeqStep {
                     start: w.start,
@@ -230,6 +249,7 @@ fn batch<'a>(scheduler: &'a Scheduler, schedule: &ScheduleOutput) -> Batch<'a> {
                     sample: w.sample,
                     all_tokens: &seq.tokens,
                     prompt_len: seq.prompt_len,
+                    draw: *draw,
                 })
             })
             .collect(),

@@ -41,6 +41,7 @@ use std::collections::{HashMap, HashSet};
 
 use turbine_protocols::SamplingOptions;
 
+use crate::executor::Draw;
 use crate::rng::Rng;
 
 /// Temperatures below this are greedy (vLLM's `_SAMPLING_EPS`).
@@ -140,6 +141,38 @@ impl SequenceSampler {
         } else {
             let u = self.rng.next_f64();
             self.sample_random(logits, u)
+        };
+        self.record(token);
+        token
+    }
+
+    /// The next token's draw for an executor that samples by itself, consuming the random
+    /// number `sample` would; `None` (consuming nothing) when penalties need the logits here.
+    pub fn next_draw(&mut self) -> Option<Draw> {
+        if self.repetition.is_some() || self.output_penalties {
+            return None;
+        }
+        let o = &self.options;
+        Some(Draw {
+            temperature: if self.greedy { 0.0 } else { o.temperature },
+            top_k: o.top_k,
+            top_p: o.top_p,
+            min_p: o.min_p,
+            u: if self.greedy {
+                0.0
+            } else {
+                self.rng.next_f64()
+            },
+        })
+    }
+
+    /// `sample` with a draw already taken by `next_draw` (the executor gave logits after all),
+    /// and records the token.
+    pub fn sample_drawn(&mut self, logits: &mut [f32], draw: &Draw) -> u32 {
+        let token = if self.greedy {
+            argmax(logits)
+        } else {
+            self.sample_random(logits, draw.u)
         };
         self.record(token);
         token
@@ -722,6 +755,46 @@ mod tests {
         assert_eq!(ta.to_bits(), tb.to_bits());
         assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
         assert_eq!(sa, sb);
+    }
+
+    #[test]
+    fn a_drawn_sample_equals_the_sampled_one() {
+        let options = SamplingOptions {
+            temperature: 0.8,
+            top_p: 0.9,
+            seed: Some(3),
+            ..Default::default()
+        };
+        let logits: Vec<f32> = (0..50).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
+        let mut a = SequenceSampler::new(options.clone(), &[], 0);
+        let mut b = SequenceSampler::new(options, &[], 0);
+        for _ in 0..20 {
+            let token = a.sample(&mut logits.clone());
+            let draw = b.next_draw().unwrap();
+            assert_eq!(b.sample_drawn(&mut logits.clone(), &draw), token);
+        }
+    }
+
+    #[test]
+    fn penalties_keep_sampling_on_the_host() {
+        for options in [
+            SamplingOptions {
+                presence_penalty: 0.5,
+                ..Default::default()
+            },
+            SamplingOptions {
+                repetition_penalty: 1.2,
+                ..Default::default()
+            },
+        ] {
+            assert_eq!(SequenceSampler::new(options, &[1], 0).next_draw(), None);
+        }
+        let greedy = SamplingOptions {
+            temperature: 0.0,
+            ..Default::default()
+        };
+        let draw = SequenceSampler::new(greedy, &[1], 0).next_draw().unwrap();
+        assert_eq!((draw.temperature, draw.u), (0.0, 0.0));
     }
 
     #[test]

@@ -99,6 +99,7 @@ fn greedy(
                         sample: true,
                         all_tokens: all,
                         prompt_len: prompt.len(),
+                        draw: None,
                     }
                 })
                 .collect(),

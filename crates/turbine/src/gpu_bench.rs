@@ -49,6 +49,7 @@ pub fn run(args: GpuBenchArgs) -> anyhow::Result<()> {
                 sample: true,
                 all_tokens: &tokens,
                 prompt_len: n,
+                draw: None,
             }],
         };
         let mut times = Vec::new();
@@ -88,6 +89,7 @@ pub fn run(args: GpuBenchArgs) -> anyhow::Result<()> {
                             sample: true,
                             all_tokens: &last[i],
                             prompt_len: context,
+                            draw: None,
                         })
                         .collect(),
                 };

@@ -26,6 +26,22 @@ pub struct SeqStep<'a> {
     /// The whole sequence so far (prompt and generated), for executors that need it.
     pub all_tokens: &'a [u32],
     pub prompt_len: usize,
+    /// Set when the executor may pick this sequence's token itself (see [`Draw`]); `None` when
+    /// the engine needs the logits (penalties).
+    pub draw: Option<Draw>,
+}
+
+/// Everything needed to sample a sequence's next token from its logits without the engine:
+/// temperature (0: greedy), top-k (0: off), top-p (1: off), min-p (0: off), then one uniform
+/// draw `u` in [0, 1), taken from the sequence's own random stream by the engine, so a seeded
+/// request consumes its stream the same way whoever samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Draw {
+    pub temperature: f32,
+    pub top_k: u32,
+    pub top_p: f32,
+    pub min_p: f32,
+    pub u: f64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -44,7 +60,8 @@ impl Batch<'_> {
 pub enum Samples {
     /// One row of `vocab_size` logits per sampled sequence; the engine's sampler picks tokens.
     Logits { vocab_size: usize, rows: Vec<f32> },
-    /// Tokens chosen by the executor itself (the mock executor).
+    /// Tokens chosen by the executor itself: the mock executor's, or the CUDA executor's draws
+    /// on the GPU when every sampled sequence has a [`Draw`].
     Tokens(Vec<u32>),
 }
 

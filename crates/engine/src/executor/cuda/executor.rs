@@ -11,7 +11,7 @@ use super::plan::StepPlan;
 use super::weights::{Shapes, Weights};
 use crate::executor::cpu::Model;
 use crate::executor::cpu::config::ModelConfig;
-use crate::executor::{Batch, Executor, ExecutorError, Samples, StepOutput};
+use crate::executor::{Batch, Draw, Executor, ExecutorError, Samples, StepOutput};
 use std::sync::Arc;
 
 /// Where the weights come from.
@@ -180,36 +180,75 @@ impl CudaExecutor {
     /// The step with greedy sampling on the GPU: the argmax token of each sampled row.
     pub fn greedy(&mut self, batch: &Batch<'_>) -> Result<Vec<u32>, ExecutorError> {
         let rows = self.run(batch)?;
+        let greedy = Draw {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            u: 0.0,
+        };
+        self.sample_rows(&vec![greedy; rows])
+    }
+
+    /// One token per sampled row of the step just run, drawn on the GPU: only the ids come back.
+    fn sample_rows(&mut self, draws: &[Draw]) -> Result<Vec<u32>, ExecutorError> {
+        let rows = draws.len();
         if rows == 0 {
             return self.gpu.sync().map(|()| Vec::new()).map_err(failed);
         }
+        let params: Vec<f32> = draws
+            .iter()
+            .flat_map(|d| [d.temperature, d.top_k as f32, d.top_p, d.min_p, d.u as f32])
+            .collect();
+        let gpu = &self.gpu;
+        ensure(gpu, &mut self.scratch.params, params.len() * 4).map_err(failed)?;
+        let params_buf = self
+            .scratch
+            .params
+            .as_ref()
+            .ok_or_else(|| failed("no buffer"))?;
+        gpu.copy_to(params_buf, &params).map_err(failed)?;
         let logits = self.scratch.logits.as_ref().map_or(0, |b| b.ptr());
-        let out = ensure(&self.gpu, &mut self.scratch.tokens, rows * 4).map_err(failed)?;
+        let out = ensure(gpu, &mut self.scratch.tokens, rows * 4).map_err(failed)?;
         self.kernels
-            .argmax(&self.gpu, logits, rows, self.config.vocab, out)
+            .sample(gpu, logits, rows, self.config.vocab, params_buf.ptr(), out)
             .map_err(failed)?;
         let mut ids = vec![0i32; rows];
-        self.gpu.copy_from(out, &mut ids).map_err(failed)?;
+        gpu.copy_from(out, &mut ids).map_err(failed)?;
         Ok(ids.into_iter().map(|i| i as u32).collect())
     }
 }
 
 impl Executor for CudaExecutor {
+    /// Samples on the GPU when every sampled sequence comes with its draw; otherwise (penalties)
+    /// copies the logits back for the engine's sampler.
     fn execute(&mut self, batch: &Batch<'_>) -> Result<StepOutput, ExecutorError> {
         let rows = self.run(batch)?;
-        let vocab = self.config.vocab;
-        let mut logits = vec![0f32; rows * vocab];
-        if rows > 0 {
-            let src = self.scratch.logits.as_ref().map_or(0, |b| b.ptr());
-            self.gpu.copy_from(src, &mut logits).map_err(failed)?;
-        } else {
-            self.gpu.sync().map_err(failed)?;
-        }
+        let draws: Option<Vec<Draw>> = batch
+            .seqs
+            .iter()
+            .filter(|s| s.sample && !s.new_tokens.is_empty())
+            .map(|s| s.draw)
+            .collect();
+        let samples = match draws {
+            Some(draws) => Samples::Tokens(self.sample_rows(&draws)?),
+            None => {
+                let vocab = self.config.vocab;
+                let mut logits = vec![0f32; rows * vocab];
+                if rows > 0 {
+                    let src = self.scratch.logits.as_ref().map_or(0, |b| b.ptr());
+                    self.gpu.copy_from(src, &mut logits).map_err(failed)?;
+                } else {
+                    self.gpu.sync().map_err(failed)?;
+                }
+                Samples::Logits {
+                    vocab_size: vocab,
+                    rows: logits,
+                }
+            }
+        };
         Ok(StepOutput {
-            samples: Samples::Logits {
-                vocab_size: vocab,
-                rows: logits,
-            },
+            samples,
             simulated: None,
         })
     }

@@ -29,6 +29,8 @@ pub struct Scratch {
     part_acc: Option<DeviceBuffer>,
     part_ml: Option<DeviceBuffer>,
     pub logits: Option<DeviceBuffer>,
+    /// Each sampled row's draw (5 floats) and chosen token.
+    pub params: Option<DeviceBuffer>,
     pub tokens: Option<DeviceBuffer>,
 }
 

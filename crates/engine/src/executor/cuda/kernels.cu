@@ -589,47 +589,6 @@ extern "C" __global__ void silu_mul(const bf16* gate_up, bf16* out, int inter) {
     }
 }
 
-// Greedy sampling: the index of each row's largest logit (the first on ties). Grid: rows.
-extern "C" __global__ void argmax(const float* logits, int vocab, int* out) {
-    pdl_start();
-    const float* row = logits + (size_t)blockIdx.x * vocab;
-    float best = NEG_INF;
-    int index = 0x7fffffff;
-    auto take = [&](float v, int i) {
-        if (v > best) {
-            best = v;
-            index = i;
-        }
-    };
-    // 16-byte loads where the row is 16-byte aligned (vocab a multiple of 4), then the rest.
-    int vec = (vocab % 4 == 0) ? vocab / 4 : 0;
-    for (int i = threadIdx.x; i < vec; i += blockDim.x) {
-        float4 v = ((const float4*)row)[i];
-        take(v.x, 4 * i);
-        take(v.y, 4 * i + 1);
-        take(v.z, 4 * i + 2);
-        take(v.w, 4 * i + 3);
-    }
-    for (int i = 4 * vec + threadIdx.x; i < vocab; i += blockDim.x) take(row[i], i);
-    __shared__ float sv[1024];
-    __shared__ int si[1024];
-    sv[threadIdx.x] = best;
-    si[threadIdx.x] = index;
-    __syncthreads();
-    for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
-        if (threadIdx.x < stride) {
-            float ov = sv[threadIdx.x + stride];
-            int oi = si[threadIdx.x + stride];
-            if (ov > sv[threadIdx.x] || (ov == sv[threadIdx.x] && oi < si[threadIdx.x])) {
-                sv[threadIdx.x] = ov;
-                si[threadIdx.x] = oi;
-            }
-        }
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) out[blockIdx.x] = si[0];
-}
-
 // Dummy weights: `center` plus uniform noise in [-spread, spread], from a hash of (seed, index),
 // so any size is made on the GPU without host transfers.
 extern "C" __global__ void fill_random(bf16* out, long long n, unsigned seed, float center,

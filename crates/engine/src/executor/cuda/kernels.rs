@@ -12,7 +12,8 @@ use std::ffi::CString;
 pub const SOURCE: &str = concat!(
     include_str!("kernels.cu"),
     include_str!("gemv.cu"),
-    include_str!("decode_mma.cu")
+    include_str!("decode_mma.cu"),
+    include_str!("sample.cu")
 );
 /// A file to compile instead of `SOURCE`: kernel work on a GPU machine that has no Rust
 /// toolchain, with the binary built elsewhere.
@@ -32,7 +33,7 @@ pub struct Kernels {
     decode_merge: CUfunction,
     prefill_attention: CUfunction,
     silu_mul: CUfunction,
-    argmax: CUfunction,
+    sample: CUfunction,
     fill_random: CUfunction,
     /// The fused few-token projections, where the GPU and the model's shapes allow them.
     pub gemv: Option<Gemv>,
@@ -141,7 +142,7 @@ impl Kernels {
             decode_merge: f("decode_merge")?,
             prefill_attention,
             silu_mul: f("silu_mul")?,
-            argmax: f("argmax")?,
+            sample: f("sample")?,
             fill_random: f("fill_random")?,
             gemv: Gemv::load(gpu, f, shapes)?,
             head_dim,
@@ -375,22 +376,25 @@ impl Kernels {
         }
     }
 
-    pub fn argmax(
+    /// One token per row of `logits` (rows × vocab floats), with each row's draw in `params`
+    /// (rows × 5 floats: temperature, top-k, top-p, min-p, u), into `out` (rows ints).
+    pub fn sample(
         &self,
         gpu: &Gpu,
         logits: u64,
         rows: usize,
         vocab: usize,
+        params: u64,
         out: u64,
     ) -> GpuResult<()> {
         let vocab = vocab as i32;
-        // SAFETY: logits holds rows × vocab floats, out rows ints.
+        // SAFETY: the buffers hold what the comment above says.
         unsafe {
             gpu.launch(
-                self.argmax,
+                self.sample,
                 (rows as u32, 1, 1),
                 1024,
-                &mut [arg(&logits), arg(&vocab), arg(&out)],
+                &mut [arg(&logits), arg(&vocab), arg(&params), arg(&out)],
             )
         }
     }

@@ -172,6 +172,7 @@ mod tests {
             sample,
             all_tokens: new,
             prompt_len: new.len(),
+            draw: None,
         }
     }
 
