@@ -7,7 +7,7 @@
 use super::device::{DeviceBuffer, Gpu, GpuResult};
 use super::kernels::{AttnArgs, AttnShape, Kernels};
 use super::kv_cache::GpuKvCache;
-use super::plan::{StepPlan, attention_splits};
+use super::plan::StepPlan;
 use super::weights::{Shapes, Weights};
 use crate::executor::cpu::config::{ModelConfig, RopeStyle};
 
@@ -72,14 +72,12 @@ impl Model<'_> {
         let proj = ensure(gpu, &mut s.proj, t * sh.hidden * 2)?;
         let gate_up = ensure(gpu, &mut s.gate_up, t * 2 * sh.inter * 2)?;
         let act = ensure(gpu, &mut s.act, t * sh.inter * 2)?;
-        let splits = attention_splits(
-            plan.decode,
-            c.kv_heads,
-            c.heads,
-            plan.max_ctx,
-            gpu.sms as usize,
-            MAX_PARTIALS,
-        );
+        let shape = AttnShape {
+            heads: c.heads as i32,
+            kv_heads: c.kv_heads as i32,
+            max_blocks: plan.max_blocks as i32,
+        };
+        let splits = k.decode_splits(gpu, plan.decode, &shape, plan.max_ctx, MAX_PARTIALS);
         let partials = if splits > 1 {
             plan.decode * c.heads * splits
         } else {
@@ -87,11 +85,6 @@ impl Model<'_> {
         };
         let part_acc = ensure(gpu, &mut s.part_acc, partials * c.head_dim * 4)?;
         let part_ml = ensure(gpu, &mut s.part_ml, partials * 2 * 4)?;
-        let shape = AttnShape {
-            heads: c.heads as i32,
-            kv_heads: c.kv_heads as i32,
-            max_blocks: plan.max_blocks as i32,
-        };
         let interleaved = c.rope_style == RopeStyle::Interleaved;
         let opt = |b: &Option<DeviceBuffer>| b.as_ref().map_or(0, DeviceBuffer::ptr);
 

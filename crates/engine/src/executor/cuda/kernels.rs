@@ -4,6 +4,7 @@
 use super::compile::Compiler;
 use super::device::{Gpu, GpuResult, arg};
 use super::gemv::Gemv;
+use super::plan::{attention_splits, mma_attention_splits};
 use super::weights::Shapes;
 use cudarc::driver::result::module;
 use cudarc::driver::sys::{CUdeviceptr, CUfunction};
@@ -30,6 +31,8 @@ pub struct Kernels {
     decode_attention: CUfunction,
     /// The tensor-core decode attention, for the shapes it supports (see `decode_mma.cu`).
     decode_attention_mma: Option<CUfunction>,
+    /// Its warps resident at once on the whole GPU.
+    decode_slots: usize,
     decode_merge: CUfunction,
     prefill_attention: CUfunction,
     silu_mul: CUfunction,
@@ -130,15 +133,24 @@ impl Kernels {
             unsafe { module::get_function(m, c) }.map_err(|e| format!("kernel {name}: {e:?}"))
         };
         let prefill_attention = f("prefill_attention")?;
+        let decode_attention_mma = (group <= 16 && head_dim <= 128)
+            .then(|| f("decode_attention_mma"))
+            .transpose()?;
+        let decode_slots = match decode_attention_mma {
+            Some(mma) => {
+                let blocks = gpu.resident_blocks(mma, MMA_ITEMS * 32, 0)?;
+                (gpu.sms * blocks * MMA_ITEMS) as usize
+            }
+            None => 0,
+        };
         gpu.allow_shared(prefill_attention, prefill_shared)?;
         Ok(Self {
             embed: f("embed")?,
             add_rmsnorm: f("add_rmsnorm")?,
             qkv_post: f("qkv_post")?,
             decode_attention: f("decode_attention")?,
-            decode_attention_mma: (group <= 16 && head_dim <= 128)
-                .then(|| f("decode_attention_mma"))
-                .transpose()?,
+            decode_attention_mma,
+            decode_slots,
             decode_merge: f("decode_merge")?,
             prefill_attention,
             silu_mul: f("silu_mul")?,
@@ -252,6 +264,25 @@ impl Kernels {
                     arg(&eps),
                 ],
             )
+        }
+    }
+
+    /// How many chunks to split each decode token's keys into, for the kernel in use.
+    pub fn decode_splits(
+        &self,
+        gpu: &Gpu,
+        tokens: usize,
+        shape: &AttnShape,
+        max_ctx: usize,
+        max_partials: usize,
+    ) -> usize {
+        let (kv_heads, heads) = (shape.kv_heads as usize, shape.heads as usize);
+        if self.decode_attention_mma.is_some() {
+            let slots = self.decode_slots;
+            mma_attention_splits(tokens, kv_heads, heads, max_ctx, slots, max_partials)
+        } else {
+            let sms = gpu.sms as usize;
+            attention_splits(tokens, kv_heads, heads, max_ctx, sms, max_partials)
         }
     }
 

@@ -159,6 +159,23 @@ pub fn attention_splits(
     want.min(by_len).min(by_memory).max(1)
 }
 
+/// Splits for the tensor-core decode attention, one warp per (token, KV head, split): as many as
+/// fill the GPU's `slots` resident warps once (one wave ends together), at least 32 keys (two
+/// tiles of 16) a split, and no more partials than `max_partials`.
+pub fn mma_attention_splits(
+    tokens: usize,
+    kv_heads: usize,
+    heads: usize,
+    max_ctx: usize,
+    slots: usize,
+    max_partials: usize,
+) -> usize {
+    let want = slots / (tokens * kv_heads).max(1);
+    let by_len = max_ctx.div_ceil(32);
+    let by_memory = max_partials / (tokens * heads).max(1);
+    want.min(by_len).min(by_memory).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +250,17 @@ mod tests {
             seqs: vec![seq(3, &[1, 2], &[0], true)],
         };
         assert!(StepPlan::new(&short_table, 10, 4, 4).is_err());
+    }
+
+    #[test]
+    fn tensor_core_splits_fill_one_wave() {
+        let slots = 132 * 8;
+        assert_eq!(mma_attention_splits(1, 8, 32, 1024, slots, 1 << 20), 32);
+        assert_eq!(mma_attention_splits(64, 8, 32, 1024, slots, 1 << 20), 2);
+        assert_eq!(mma_attention_splits(8, 8, 32, 8192, slots, 1 << 20), 16);
+        assert_eq!(mma_attention_splits(128, 8, 32, 1024, slots, 1 << 20), 1);
+        assert_eq!(mma_attention_splits(1, 8, 32, 20, slots, 1 << 20), 1);
+        assert_eq!(mma_attention_splits(1, 8, 32, 8192, slots, 32 * 4), 4);
     }
 
     #[test]
