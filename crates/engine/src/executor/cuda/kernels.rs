@@ -133,7 +133,7 @@ impl Kernels {
             unsafe { module::get_function(m, c) }.map_err(|e| format!("kernel {name}: {e:?}"))
         };
         let prefill_attention = f("prefill_attention")?;
-        let decode_attention_mma = (group <= 16 && head_dim <= 128)
+        let decode_attention_mma = (group <= 8 && head_dim <= 128)
             .then(|| f("decode_attention_mma"))
             .transpose()?;
         let decode_slots = match decode_attention_mma {
