@@ -2,9 +2,10 @@
 //! together (one matmul per weight for the whole batch); attention reads each sequence's context
 //! from the paged KV cache; logits are computed only for the rows that are sampled.
 
-use super::kv_cache::KvCache;
+use super::ggml::{self, Order};
+use super::kv_cache::{KvCache, KvElem};
 use super::model::Model;
-use super::ops;
+use super::ops::{self, AttendScratch};
 use rayon::prelude::*;
 
 /// One token of the batch.
@@ -12,6 +13,9 @@ pub struct TokenRow<'a> {
     pub token: u32,
     pub pos: usize,
     pub block_table: &'a [u32],
+    /// How llama.cpp would sum this token's attention products: [`Order::Vector`] when it is
+    /// its sequence's only new token in the step, [`Order::Tiled`] otherwise.
+    pub order: Order,
 }
 
 /// Scratch buffers reused across steps, sized for the largest batch seen.
@@ -26,6 +30,8 @@ pub struct Scratch {
     proj: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
+    /// RoPE `[cos, sin]` pairs of each row's position.
+    angles: Vec<f32>,
 }
 
 fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -35,9 +41,9 @@ fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
 
 /// Runs `rows` through the model, writing their K and V into `cache`, and returns the logits of
 /// the rows listed in `logit_rows` (vocab-sized rows, in that order).
-pub fn forward(
+pub fn forward<T: KvElem>(
     model: &Model,
-    cache: &mut KvCache,
+    cache: &mut KvCache<T>,
     rows: &[TokenRow<'_>],
     logit_rows: &[usize],
     s: &mut Scratch,
@@ -47,6 +53,10 @@ pub fn forward(
     let (hidden, hd) = (c.hidden, c.head_dim);
     let (q_dim, kv_dim) = (c.heads * hd, c.kv_heads * hd);
 
+    let angles = sized(&mut s.angles, t * hd);
+    for (row, out) in rows.iter().zip(angles.chunks_exact_mut(hd)) {
+        model.rope.angles(row.pos, out);
+    }
     let x = sized(&mut s.x, t * hidden);
     for (row, out) in rows.iter().zip(x.chunks_exact_mut(hidden)) {
         model.embed(row.token, out);
@@ -71,10 +81,13 @@ pub fn forward(
         }
         q.par_chunks_exact_mut(q_dim)
             .zip(k.par_chunks_exact_mut(kv_dim))
-            .zip(rows.par_iter())
-            .for_each(|((q, k), row)| {
-                ops::rope(q, hd, row.pos, &model.inv_freq, c.rope_style);
-                ops::rope(k, hd, row.pos, &model.inv_freq, c.rope_style);
+            .zip(s.angles.par_chunks_exact(hd))
+            .for_each(|((q, k), angles)| {
+                ggml::with_fma(|| {
+                    ops::rope(q, angles, c.rope_style);
+                    ops::rope(k, angles, c.rope_style);
+                });
+                T::round(q);
             });
         for (i, row) in rows.iter().enumerate() {
             let slot = cache.slot(row.block_table, row.pos);
@@ -86,11 +99,11 @@ pub fn forward(
             );
         }
         let attn = sized(&mut s.attn, t * q_dim);
-        let cache_ref: &KvCache = cache;
+        let cache_ref: &KvCache<T> = cache;
         attn.par_chunks_exact_mut(q_dim)
             .zip(q.par_chunks_exact(q_dim))
             .zip(rows.par_iter())
-            .for_each_init(Vec::new, |scores, ((out, q), row)| {
+            .for_each_init(AttendScratch::default, |scratch, ((out, q), row)| {
                 ops::attend(
                     cache_ref,
                     l,
@@ -100,7 +113,8 @@ pub fn forward(
                     c.heads,
                     c.kv_heads,
                     hd,
-                    scores,
+                    row.order,
+                    scratch,
                     out,
                 );
             });
@@ -114,7 +128,7 @@ pub fn forward(
         layer.w_gate.matmul(h, gate);
         let up = sized(&mut s.up, t * c.intermediate);
         layer.w_up.matmul(h, up);
-        ops::silu_mul(gate, up);
+        ggml::with_fma(|| ggml::silu_mul(gate, up));
         let proj = sized(&mut s.proj, t * hidden);
         layer.w_down.matmul(gate, proj);
         add_in_place(&mut s.x, &s.proj);

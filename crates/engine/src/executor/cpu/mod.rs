@@ -2,12 +2,14 @@
 //! core's paged KV cache, with quantized weights kept quantized.
 //!
 //! `config` reads the model's shape, `model` loads its weights, `kernels` multiplies them,
-//! `ops` holds norms, RoPE and attention, `kv_cache` the paged KV memory, `forward` one batched
-//! pass, and `executor` plugs it into the engine.
+//! `ops` holds norms, RoPE and attention, `ggml` llama.cpp's element-wise arithmetic (which
+//! `ops` and the kernels follow bit for bit), `kv_cache` the paged KV memory, `forward` one
+//! batched pass, and `executor` plugs it into the engine.
 
 pub mod config;
 pub mod executor;
 mod forward;
+mod ggml;
 pub mod kernels;
 pub mod kv_cache;
 pub mod model;
