@@ -33,13 +33,16 @@ impl CpuExecutor {
         }
     }
 
-    /// The forward pass on whichever cache type the model uses.
+    /// The forward pass on whichever cache type the model uses, run on a rayon worker thread: the
+    /// pass has ~10 parallel sections per layer, and one started from a worker is handed to the
+    /// other workers directly, where one started from outside the pool waits for a thread to be
+    /// woken for it (which dominated one-token steps).
     fn forward(&mut self, rows: &[TokenRow<'_>], logit_rows: &[usize]) -> Vec<f32> {
         let (model, scratch) = (&self.model, &mut self.scratch);
-        match &mut self.cache {
+        rayon::scope(|_| match &mut self.cache {
             Cache::F32(cache) => forward(model, cache, rows, logit_rows, scratch),
             Cache::F16(cache) => forward(model, cache, rows, logit_rows, scratch),
-        }
+        })
     }
 }
 

@@ -2,10 +2,11 @@
 //! together (one matmul per weight for the whole batch); attention reads each sequence's context
 //! from the paged KV cache; logits are computed only for the rows that are sampled.
 
+use super::attention::{Context, Heads, attention};
 use super::ggml::{self, Order};
 use super::kv_cache::{KvCache, KvElem};
 use super::model::Model;
-use super::ops::{self, AttendScratch};
+use super::ops;
 use rayon::prelude::*;
 
 /// One token of the batch.
@@ -32,6 +33,8 @@ pub struct Scratch {
     up: Vec<f32>,
     /// RoPE `[cos, sin]` pairs of each row's position.
     angles: Vec<f32>,
+    /// The K and V of the sequences prefilled in a step.
+    contexts: Vec<Context>,
 }
 
 fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -52,6 +55,11 @@ pub fn forward<T: KvElem>(
     let t = rows.len();
     let (hidden, hd) = (c.hidden, c.head_dim);
     let (q_dim, kv_dim) = (c.heads * hd, c.kv_heads * hd);
+    let heads = Heads {
+        heads: c.heads,
+        kv_heads: c.kv_heads,
+        head_dim: hd,
+    };
 
     let angles = sized(&mut s.angles, t * hd);
     for (row, out) in rows.iter().zip(angles.chunks_exact_mut(hd)) {
@@ -83,10 +91,8 @@ pub fn forward<T: KvElem>(
             .zip(k.par_chunks_exact_mut(kv_dim))
             .zip(s.angles.par_chunks_exact(hd))
             .for_each(|((q, k), angles)| {
-                ggml::with_fma(|| {
-                    ops::rope(q, angles, c.rope_style);
-                    ops::rope(k, angles, c.rope_style);
-                });
+                ops::rope(q, angles, c.rope_style);
+                ops::rope(k, angles, c.rope_style);
                 T::round(q);
             });
         for (i, row) in rows.iter().enumerate() {
@@ -99,25 +105,7 @@ pub fn forward<T: KvElem>(
             );
         }
         let attn = sized(&mut s.attn, t * q_dim);
-        let cache_ref: &KvCache<T> = cache;
-        attn.par_chunks_exact_mut(q_dim)
-            .zip(q.par_chunks_exact(q_dim))
-            .zip(rows.par_iter())
-            .for_each_init(AttendScratch::default, |scratch, ((out, q), row)| {
-                ops::attend(
-                    cache_ref,
-                    l,
-                    row.block_table,
-                    row.pos,
-                    q,
-                    c.heads,
-                    c.kv_heads,
-                    hd,
-                    row.order,
-                    scratch,
-                    out,
-                );
-            });
+        attention(cache, l, rows, q, heads, &mut s.contexts, attn);
         let proj = sized(&mut s.proj, t * hidden);
         layer.wo.matmul(attn, proj);
         add_in_place(&mut s.x, &s.proj);
@@ -128,7 +116,7 @@ pub fn forward<T: KvElem>(
         layer.w_gate.matmul(h, gate);
         let up = sized(&mut s.up, t * c.intermediate);
         layer.w_up.matmul(h, up);
-        ggml::with_fma(|| ggml::silu_mul(gate, up));
+        ggml::silu_mul(gate, up);
         let proj = sized(&mut s.proj, t * hidden);
         layer.w_down.matmul(gate, proj);
         add_in_place(&mut s.x, &s.proj);

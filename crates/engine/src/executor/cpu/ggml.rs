@@ -16,7 +16,7 @@
 //! - `softmax`: `ggml_vec_soft_max_f32` (exponentials summed per 16 in a tree, the sums in f64).
 //!
 //! These are plain `f32` operations with `mul_add` where ggml fuses; callers compile them with
-//! FMA enabled (see [`with_fma`]) so `mul_add` is one instruction.
+//! FMA enabled (see [`fma_fn!`]) so `mul_add` is one instruction.
 
 /// `e^x` as ggml's `ggml_v_expf` computes it (ARM's optimized-routines algorithm: a degree-5
 /// polynomial on the reduced argument, scaled by `2^n`; maximum error 1.5 ulp).
@@ -37,7 +37,8 @@ pub fn expf(x: f32) -> f32 {
         .mul_add(b, f32::from_bits(0x3d2b_9f17)) // 0x1.573e2ep-5
         .mul_add(
             u,
-            f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)), // 0x1.555e66p-3, 0x1.fffdb6p-2
+            // 0x1.555e66p-3, 0x1.fffdb6p-2
+            f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)),
         )
         .mul_add(u, f32::from_bits(0x3f7f_fff6).mul_add(b, 1.0)); // 0x1.ffffecp-1
     scale_by_pow2(j, n as i32)
@@ -55,8 +56,14 @@ fn scale_by_pow2(j: f32, n: i32) -> f32 {
 /// ggml's tree sum of 16 lanes (`_mm512_reduce_add_ps`): halves added pairwise down to one.
 #[inline(always)]
 pub fn reduce16(v: &[f32; 16]) -> f32 {
-    let t: [f32; 8] = std::array::from_fn(|i| v[i + 8] + v[i]);
-    let u: [f32; 4] = std::array::from_fn(|i| t[i + 4] + t[i]);
+    let mut t = [0f32; 8];
+    for (i, t) in t.iter_mut().enumerate() {
+        *t = v[i + 8] + v[i];
+    }
+    let mut u = [0f32; 4];
+    for (i, u) in u.iter_mut().enumerate() {
+        *u = t[i + 4] + t[i];
+    }
     (u[0] + u[2]) + (u[1] + u[3])
 }
 
@@ -67,62 +74,65 @@ pub enum Order {
     Vector,
 }
 
-/// Lanes of a dot product before their final [`reduce16`]: element `i` goes to lane `i % 16`,
-/// and for [`Order::Vector`] to accumulator `(i / 16) % 4` of four.
-pub struct Lanes {
-    acc: [[f32; 16]; 4],
-    order: Order,
-}
-
-impl Lanes {
+impl Order {
+    /// Accumulators of 16 lanes the order uses: element `i` goes to lane `i % 16` of
+    /// accumulator `(i / 16) % slots`.
     #[inline(always)]
-    pub fn new(order: Order) -> Lanes {
-        Lanes {
-            acc: [[0.0; 16]; 4],
-            order,
+    pub fn slots(self) -> usize {
+        match self {
+            Order::Tiled => 1,
+            Order::Vector => 4,
         }
     }
 
-    /// Accumulator of element `i`.
+    /// The sum of the accumulators' lanes `lane(slot, l)`, in this order's way.
     #[inline(always)]
-    fn slot(&self, i: usize) -> usize {
-        match self.order {
-            Order::Tiled => 0,
-            Order::Vector => (i / 16) % 4,
+    pub fn finish(self, lane: impl Fn(usize, usize) -> f32) -> f32 {
+        let mut lanes = [0f32; 16];
+        for (l, v) in lanes.iter_mut().enumerate() {
+            *v = match self {
+                Order::Tiled => lane(0, l),
+                Order::Vector => (lane(0, l) + lane(2, l)) + (lane(1, l) + lane(3, l)),
+            };
         }
-    }
-
-    /// Adds `a[k] * b[k]` for the 16 elements `16c..16c + 16` (zeros past the end).
-    #[inline(always)]
-    pub fn add_chunk(&mut self, c: usize, a: &[f32], b: &[f32]) {
-        let acc = &mut self.acc[self.slot(16 * c)];
-        for (l, (x, y)) in a.iter().zip(b).enumerate() {
-            acc[l] = x.mul_add(*y, acc[l]);
-        }
-    }
-
-    #[inline(always)]
-    pub fn sum(&self) -> f32 {
-        match self.order {
-            Order::Tiled => reduce16(&self.acc[0]),
-            Order::Vector => {
-                let a = &self.acc;
-                reduce16(&std::array::from_fn(|l| {
-                    (a[0][l] + a[2][l]) + (a[1][l] + a[3][l])
-                }))
-            }
-        }
+        reduce16(&lanes)
     }
 }
 
-/// `a · b` in `order` (both of one length, a multiple of 16 or zero-padded to one).
+/// `acc[l] += x[l] * y[l]` (fused) for the 16 lanes.
+#[inline(always)]
+fn fma16(acc: &mut [f32; 16], x: &[f32], y: &[f32]) {
+    let (x, y): (&[f32; 16], &[f32; 16]) = (x.try_into().unwrap(), y.try_into().unwrap());
+    for l in 0..16 {
+        acc[l] = x[l].mul_add(y[l], acc[l]);
+    }
+}
+
+/// `a · b` in `order` (`a` and `b` of one length; a partial last 16 counts as zero-padded).
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32], order: Order) -> f32 {
-    let mut lanes = Lanes::new(order);
-    for (c, (a, b)) in a.chunks(16).zip(b.chunks(16)).enumerate() {
-        lanes.add_chunk(c, a, b);
+    let mut acc = [[0f32; 16]; 4];
+    let n = a.len().min(b.len());
+    // Whole groups of 4 × 16 with fixed accumulators (so that the lanes vectorize), then the
+    // rest 16 at a time, the last one zero-padded.
+    let step = 16 * order.slots();
+    let mut c = 0;
+    while c + step <= n {
+        for (slot, acc) in acc.iter_mut().enumerate().take(order.slots()) {
+            let at = c + 16 * slot;
+            fma16(acc, &a[at..at + 16], &b[at..at + 16]);
+        }
+        c += step;
     }
-    lanes.sum()
+    while c < n {
+        let (mut x, mut y) = ([0f32; 16], [0f32; 16]);
+        let m = (n - c).min(16);
+        x[..m].copy_from_slice(&a[c..c + m]);
+        y[..m].copy_from_slice(&b[c..c + m]);
+        fma16(&mut acc[(c / 16) % order.slots()], &x, &y);
+        c += 16;
+    }
+    order.finish(|slot, l| acc[slot][l])
 }
 
 /// Softmax of `x` in place, as `ggml_vec_soft_max_f32` after ggml's max.
@@ -144,35 +154,51 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
-/// `gate = silu(gate) * up` as `ggml_vec_swiglu_f32`: [`expf`] for whole groups of 16, the C
-/// library's `expf` for the rest.
-#[inline(always)]
-pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
-    let whole = gate.len() / 16 * 16;
-    for (i, (g, u)) in gate.iter_mut().zip(up).enumerate() {
-        let e = if i < whole {
-            expf(0.0 - *g)
-        } else {
-            (-*g).exp()
-        };
-        *g = *g / (1.0 + e) * u;
-    }
+/// Whether this CPU has FMA (and AVX2), for [`fma_fn!`].
+pub fn has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("fma") && is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
-/// Runs `f` compiled with FMA (and AVX2) when this CPU has them, so that `mul_add` is one
-/// instruction (elsewhere it is a library call: correct, slower).
-#[inline(always)]
-pub fn with_fma<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("fma") && is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
-            f()
+/// Defines a function whose body is compiled twice, plain and (on x86_64) with FMA and AVX2 (taken
+/// when the CPU has them), so that `mul_add` is one instruction there rather than a library call
+/// (elsewhere it is a library call: correct, slower; aarch64 always has the instruction).
+macro_rules! fma_fn {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident $(<$g:ident: $bound:path>)?
+        ($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        $vis fn $name $(<$g: $bound>)? ($($arg: $ty),*) {
+            #[inline(always)]
+            fn body $(<$g: $bound>)? ($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn fast $(<$g: $bound>)? ($($arg: $ty),*) {
+                    body $(::<$g>)? ($($arg),*)
+                }
+                if $crate::executor::cpu::ggml::has_fma() {
+                    // SAFETY: the features `fast` is compiled for were just detected.
+                    return unsafe { fast $(::<$g>)? ($($arg),*) };
+                }
+            }
+            body $(::<$g>)? ($($arg),*)
         }
-        // SAFETY: the features were just detected.
-        return unsafe { run(f) };
+    };
+}
+pub(crate) use fma_fn;
+
+fma_fn! {
+    /// `gate = silu(gate) * up` as `ggml_vec_swiglu_f32`: [`expf`] for whole groups of 16, the C
+    /// library's `expf` for the rest.
+    pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+        let whole = gate.len() / 16 * 16;
+        for (i, (g, u)) in gate.iter_mut().zip(up).enumerate() {
+            let e = if i < whole { expf(0.0 - *g) } else { (-*g).exp() };
+            *g = *g / (1.0 + e) * u;
+        }
     }
-    f()
 }
 
 #[cfg(test)]

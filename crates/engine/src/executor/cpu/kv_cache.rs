@@ -27,17 +27,18 @@ impl KvType {
 
 /// A cache element: stored from and read back as `f32`.
 pub trait KvElem: Copy + Default + Send + Sync + 'static {
-    /// `src` as `f32`: `src` itself for `f32`, else converted into `buf` (at least as long).
-    fn as_f32<'a>(src: &'a [Self], buf: &'a mut [f32]) -> &'a [f32];
+    /// Converts `src` into `dst` (of the same length).
+    fn to_f32(src: &[Self], dst: &mut [f32]);
     fn store(src: &[f32], dst: &mut [Self]);
     /// Rounds `x` to this type's precision in place: what multiplying by values of this type in
-    /// this type (as llama.cpp does with the cache's Q·K and P·V products) does to the other factor.
+    /// this type (as llama.cpp does with the cache's Q·K and P·V products) does to the other
+    /// factor.
     fn round(x: &mut [f32]);
 }
 
 impl KvElem for f32 {
-    fn as_f32<'a>(src: &'a [f32], _: &'a mut [f32]) -> &'a [f32] {
-        src
+    fn to_f32(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
     }
     fn store(src: &[f32], dst: &mut [f32]) {
         dst.copy_from_slice(src);
@@ -46,17 +47,18 @@ impl KvElem for f32 {
 }
 
 impl KvElem for f16 {
-    fn as_f32<'a>(src: &'a [f16], buf: &'a mut [f32]) -> &'a [f32] {
-        let buf = &mut buf[..src.len()];
-        src.convert_to_f32_slice(buf);
-        buf
+    fn to_f32(src: &[f16], dst: &mut [f32]) {
+        src.convert_to_f32_slice(dst);
     }
     fn store(src: &[f32], dst: &mut [f16]) {
         dst.convert_from_f32_slice(src);
     }
     fn round(x: &mut [f32]) {
-        for v in x {
-            *v = f16::from_f32(*v).to_f32();
+        let mut halves = [f16::ZERO; 64];
+        for chunk in x.chunks_mut(64) {
+            let halves = &mut halves[..chunk.len()];
+            halves.convert_from_f32_slice(chunk);
+            halves.convert_to_f32_slice(chunk);
         }
     }
 }
@@ -87,6 +89,11 @@ impl<T: KvElem> KvCache<T> {
             k: vec![T::default(); layers * slots_per_layer * width],
             v: vec![T::default(); layers * slots_per_layer * width],
         }
+    }
+
+    /// Elements per slot: kv_heads × head_dim.
+    pub fn width(&self) -> usize {
+        self.width
     }
 
     /// Slot index of position `pos` in a sequence with `block_table`.

@@ -2,10 +2,11 @@
 //! core's paged KV cache, with quantized weights kept quantized.
 //!
 //! `config` reads the model's shape, `model` loads its weights, `kernels` multiplies them,
-//! `ops` holds norms, RoPE and attention, `ggml` llama.cpp's element-wise arithmetic (which
-//! `ops` and the kernels follow bit for bit), `kv_cache` the paged KV memory, `forward` one
+//! `ops` holds norms and RoPE, `attention` attention, `ggml` llama.cpp's element-wise arithmetic
+//! (which the rest follows bit for bit), `kv_cache` the paged KV memory, `forward` one
 //! batched pass, and `executor` plugs it into the engine.
 
+mod attention;
 pub mod config;
 pub mod executor;
 mod forward;

@@ -96,10 +96,15 @@ type DotFn<A> = unsafe fn(&[u8], &[A]) -> f32;
 /// once). Same safety contract as [`DotFn`].
 type Dot4Fn<A> = unsafe fn(&[u8], [&[A]; 4]) -> [f32; 4];
 
+/// Dot products of four weight rows with one activation row (four independent accumulation
+/// chains, for one-token matmuls). Same safety contract as [`DotFn`].
+type Rows4Fn<A> = unsafe fn([&[u8]; 4], &[A]) -> [f32; 4];
+
 /// The dot products for one weight type on one backend.
 struct Dot<A> {
     one: DotFn<A>,
     four: Option<Dot4Fn<A>>,
+    rows4: Option<Rows4Fn<A>>,
 }
 
 impl<A> Dot<A> {
@@ -107,7 +112,11 @@ impl<A> Dot<A> {
     where
         Kernel: From<Dot<A>>,
     {
-        Kernel::from(Dot { one, four: None })
+        Kernel::from(Dot {
+            one,
+            four: None,
+            rows4: None,
+        })
     }
 }
 
@@ -151,19 +160,20 @@ fn kernel(dtype: DType, backend: Backend) -> Kernel {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 | Isa::Avx512Vnni => {
             use super::avx2;
-            let q8 = |one: DotFn<BlockQ8>, four: Dot4Fn<BlockQ8>| {
+            let q8 = |one, four, rows4| {
                 Kernel::Q8(Dot {
                     one,
                     four: Some(four),
+                    rows4: Some(rows4),
                 })
             };
             match dtype {
                 DType::F32 => Dot::one(avx2::dot_f32),
                 DType::F16 => Dot::one(avx2::dot_f16),
                 DType::BF16 => Dot::one(avx2::dot_bf16),
-                DType::Q4_0 => q8(avx2::dot_q4_0, avx2::dot_q4_0_x4),
-                DType::Q4_1 => q8(avx2::dot_q4_1, avx2::dot_q4_1_x4),
-                DType::Q8_0 => q8(avx2::dot_q8_0, avx2::dot_q8_0_x4),
+                DType::Q4_0 => q8(avx2::dot_q4_0, avx2::dot_q4_0_x4, avx2::dot_q4_0_rows4),
+                DType::Q4_1 => q8(avx2::dot_q4_1, avx2::dot_q4_1_x4, avx2::dot_q4_1_rows4),
+                DType::Q8_0 => q8(avx2::dot_q8_0, avx2::dot_q8_0_x4, avx2::dot_q8_0_rows4),
                 DType::Q4_K => Dot::one(avx2::dot_q4_k),
                 DType::Q6_K => Dot::one(avx2::dot_q6_k),
             }
@@ -273,8 +283,17 @@ impl QMatrix {
         if tokens == 1 {
             let chunk = rows.div_ceil(threads * 8).max(16);
             out.par_chunks_mut(chunk).enumerate().for_each(|(c, out)| {
-                for (k, o) in out.iter_mut().enumerate() {
-                    *o = unsafe { (dot.one)(self.row_data(c * chunk + k), act) };
+                let row = |k: usize| self.row_data(c * chunk + k);
+                let mut k = 0;
+                if let Some(rows4) = dot.rows4 {
+                    while k + 4 <= out.len() {
+                        let w = [row(k), row(k + 1), row(k + 2), row(k + 3)];
+                        out[k..k + 4].copy_from_slice(&unsafe { rows4(w, act) });
+                        k += 4;
+                    }
+                }
+                for (k, o) in out.iter_mut().enumerate().skip(k) {
+                    *o = unsafe { (dot.one)(row(k), act) };
                 }
             });
             return;

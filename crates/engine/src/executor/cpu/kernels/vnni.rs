@@ -9,8 +9,8 @@
 //! (unsigned) and the weights kept signed, and each product starts from `-128 * sum(w)` over its
 //! 4 weights, so each lane holds the exact integer sum of 4 products, as lane `k` of the AVX2
 //! kernels' `maddubs`/`madd` does. The `f32` scaling and accumulation then repeat the AVX2
-//! kernels' operations in their order (one accumulator per 4-element lane), so
-//! results equal the AVX2 backend's (and ggml's) bit for bit, and a token's result does not depend on how many
+//! kernels' operations in their order (one accumulator per 4-element lane), so results equal
+//! the AVX2 backend's (and ggml's) bit for bit, and a token's result does not depend on how many
 //! tokens share the matmul (batched decoding gives the same tokens as sequential decoding).
 //! Exactness costs one convert and one FMA per 4 products; a block-level `f32` scale (one FMA per
 //! 32) would be about twice as fast here but would need a matching, slower one-token kernel.
@@ -83,7 +83,8 @@ pub fn pack(tokens: &[&[BlockQ8]], out: &mut [PackedQ8]) {
 /// `G` groups of [`LANES`] dot products of one weight row, in exactly the arithmetic of the AVX2
 /// kernels (`avx2::dot_blocks32`): there, lane `k` of a block's product holds the integer sum of
 /// elements `4k..4k + 4`, scaled by `d_w d_a` into accumulator lane `k` (FMA), Q4_1's `m_w s_a`
-/// added apart; here accumulator `[k]` holds that lane for 8 tokens. So a token's result is the AVX2 backend's bit for bit, whatever the batch.
+/// added apart; here accumulator `[k]` holds that lane for 8 tokens. So a token's result is the
+/// AVX2 backend's bit for bit, whatever the batch.
 ///
 /// `decode(block)` gives the block's 32 weights as signed bytes; `MIN` adds the block's second
 /// `f16` times `s` (Q4_1).
