@@ -4,6 +4,7 @@
 
 use super::attention::{Context, Heads, attention};
 use super::ggml::{self, Order};
+use super::kernels::QMatrix;
 use super::kv_cache::{KvCache, KvElem};
 use super::model::Model;
 use super::ops;
@@ -73,11 +74,9 @@ pub fn forward<T: KvElem>(
         let h = sized(&mut s.h, t * hidden);
         ops::rms_norm(&s.x, &layer.attn_norm, c.rms_eps, h);
         let q = sized(&mut s.q, t * q_dim);
-        layer.wq.matmul(h, q);
         let k = sized(&mut s.k, t * kv_dim);
-        layer.wk.matmul(h, k);
         let v = sized(&mut s.v, t * kv_dim);
-        layer.wv.matmul(h, v);
+        QMatrix::matmul_many([&layer.wq, &layer.wk, &layer.wv], h, [q, k, v]);
         if let Some((bq, bk, bv)) = &layer.qkv_bias {
             add_bias(q, bq);
             add_bias(k, bk);
@@ -113,9 +112,8 @@ pub fn forward<T: KvElem>(
         let h = sized(&mut s.h, t * hidden);
         ops::rms_norm(&s.x, &layer.ffn_norm, c.rms_eps, h);
         let gate = sized(&mut s.gate, t * c.intermediate);
-        layer.w_gate.matmul(h, gate);
         let up = sized(&mut s.up, t * c.intermediate);
-        layer.w_up.matmul(h, up);
+        QMatrix::matmul_many([&layer.w_gate, &layer.w_up], h, [gate, up]);
         ggml::silu_mul(gate, up);
         let proj = sized(&mut s.proj, t * hidden);
         layer.w_down.matmul(gate, proj);

@@ -86,14 +86,13 @@ fn mul_sum_u8_i8(x: __m256i, y: __m256i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
 }
 
-/// Dot products of `R` weight rows of 32-element blocks with `N` activation rows at once: each
-/// weight block is loaded and unpacked once for all `N` tokens, and the `R × N` accumulation
-/// chains are independent (a single row and token would wait on each FMA's latency).
+/// Dot products of one row of 32-element blocks with `N` activation rows at once: each weight
+/// block is loaded and unpacked once for all `N` tokens.
 ///
-/// Each result is ggml's x86 `ggml_vec_dot_q4_0_q8_0` / `_q4_1_q8_1` / `_q8_0_q8_0` bit for bit:
-/// one `f32` accumulator of 8 lanes (lane `k` gets `d_w d_a` times the integer sum of elements
-/// `4k..4k + 4` of each block, by FMA, block after block), summed by `hsum_ps`, plus (for Q4_1)
-/// the `m_w s_a` of every block added in order.
+/// Each token's result is ggml's x86 `ggml_vec_dot_q4_0_q8_0` / `_q4_1_q8_1` / `_q8_0_q8_0` bit
+/// for bit: one `f32` accumulator of 8 lanes (lane `k` gets `d_w d_a` times the integer sum of
+/// elements `4k..4k + 4` of each block, by FMA, block after block), summed by `hsum_ps`, plus (for
+/// Q4_1) the `m_w s_a` of every block added in order.
 ///
 /// `decode(block)` returns the block's 32 quants as bytes, signed when `SIGNED` (Q4_0, Q8_0:
 /// `maddubs` then takes `|x|` and moves the sign onto the activation), unsigned otherwise (Q4_1).
@@ -101,58 +100,52 @@ fn mul_sum_u8_i8(x: __m256i, y: __m256i) -> __m256 {
 /// contributes `m * s` (Q4_1).
 ///
 /// # Safety
-/// As in the module documentation, for every weight and activation row (all rows as long).
+/// As in the module documentation, for every activation row.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_blocks32<const R: usize, const N: usize, const SIGNED: bool, const MIN: bool>(
-    rows: [&[u8]; R],
+unsafe fn dot_blocks32<const N: usize, const SIGNED: bool, const MIN: bool>(
+    row: &[u8],
     block_bytes: usize,
     acts: [&[BlockQ8]; N],
     decode: impl Fn(&[u8]) -> __m256i,
-) -> [[f32; N]; R] {
-    let blocks = rows[0].len() / block_bytes;
-    assert!(rows.iter().all(|w| w.len() == blocks * block_bytes));
+) -> [f32; N] {
+    let blocks = row.len() / block_bytes;
     assert!(acts.iter().all(|a| a.len() >= blocks));
-    let mut acc = [[_mm256_setzero_ps(); N]; R];
+    let mut acc = [_mm256_setzero_ps(); N];
     // Lane 1 accumulates `m * s` (with `MIN`).
-    let mut acc_m = [[_mm_setzero_ps(); N]; R];
-    for i in 0..blocks {
-        for r in 0..R {
-            let b = &rows[r][i * block_bytes..(i + 1) * block_bytes];
-            // [d, m] of the block in one conversion (for types without `m`, lane 1 is unused).
-            let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([
-                b[0], b[1], b[2], b[3],
-            ])));
-            let x = decode(b);
-            let ux = if SIGNED { _mm256_sign_epi8(x, x) } else { x };
-            for t in 0..N {
-                // SAFETY: i < blocks <= acts[t].len() (checked above); a `BlockQ8` starts with
-                // its two `f32` `d` and `s` (repr(C)), then 32 bytes of `qs`.
-                let a = unsafe { acts[t].get_unchecked(i) };
-                let (ds, y) = unsafe {
-                    (
-                        _mm_castsi128_ps(_mm_loadl_epi64((a as *const BlockQ8).cast())),
-                        load32(a.qs.as_ptr()),
-                    )
-                };
-                // [d_w d_a, m_w s_a]
-                let scales = _mm_mul_ps(dm, ds);
-                let y = if SIGNED { _mm256_sign_epi8(y, x) } else { y };
-                let p = mul_sum_u8_i8(ux, y);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(scales), p, acc[r][t]);
-                if MIN {
-                    acc_m[r][t] = _mm_add_ps(acc_m[r][t], scales);
-                }
+    let mut acc_m = [_mm_setzero_ps(); N];
+    for (i, b) in row.chunks_exact(block_bytes).enumerate() {
+        // [d, m] of the block in one conversion (for types without `m`, lane 1 is unused).
+        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([
+            b[0], b[1], b[2], b[3],
+        ])));
+        let x = decode(b);
+        let ux = if SIGNED { _mm256_sign_epi8(x, x) } else { x };
+        for t in 0..N {
+            // SAFETY: i < blocks <= acts[t].len() (checked above); a `BlockQ8` starts with its
+            // two `f32` `d` and `s` (repr(C)), then 32 bytes of `qs`.
+            let a = unsafe { acts[t].get_unchecked(i) };
+            let (ds, y) = unsafe {
+                (
+                    _mm_castsi128_ps(_mm_loadl_epi64((a as *const BlockQ8).cast())),
+                    load32(a.qs.as_ptr()),
+                )
+            };
+            // [d_w d_a, m_w s_a]
+            let scales = _mm_mul_ps(dm, ds);
+            let y = if SIGNED { _mm256_sign_epi8(y, x) } else { y };
+            let p = mul_sum_u8_i8(ux, y);
+            acc[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(scales), p, acc[t]);
+            if MIN {
+                acc_m[t] = _mm_add_ps(acc_m[t], scales);
             }
         }
     }
-    let mut out = [[0f32; N]; R];
-    for r in 0..R {
-        for t in 0..N {
-            out[r][t] = hsum_ps(acc[r][t]);
-            if MIN {
-                out[r][t] += _mm_cvtss_f32(_mm_movehdup_ps(acc_m[r][t]));
-            }
+    let mut out = [0f32; N];
+    for t in 0..N {
+        out[t] = hsum_ps(acc[t]);
+        if MIN {
+            out[t] += _mm_cvtss_f32(_mm_movehdup_ps(acc_m[t]));
         }
     }
     out
@@ -186,20 +179,16 @@ fn decode_q8_0(b: &[u8]) -> __m256i {
     unsafe { load32(b.as_ptr().add(2)) }
 }
 
-/// The three entry points of a 32-element block type: one row with one token (`$one`), one row
-/// with four tokens (`$four`), four rows with one token (`$rows4`).
+/// The two entry points of a 32-element block type: one row with one token (`$one`) and with
+/// four tokens (`$four`).
 macro_rules! block32_dots {
-    ($one:ident, $four:ident, $rows4:ident, $bytes:expr, $decode:ident, $signed:literal,
-     $min:literal) => {
+    ($one:ident, $four:ident, $bytes:expr, $decode:ident, $signed:literal, $min:literal) => {
         /// # Safety
         /// See the module documentation.
         #[target_feature(enable = "avx2,fma,f16c")]
         pub unsafe fn $one(row: &[u8], act: &[BlockQ8]) -> f32 {
             // SAFETY: forwarded.
-            let out = unsafe {
-                dot_blocks32::<1, 1, $signed, $min>([row], $bytes, [act], |b| $decode(b))
-            };
-            out[0][0]
+            unsafe { dot_blocks32::<1, $signed, $min>(row, $bytes, [act], |b| $decode(b))[0] }
         }
 
         /// # Safety
@@ -207,50 +196,14 @@ macro_rules! block32_dots {
         #[target_feature(enable = "avx2,fma,f16c")]
         pub unsafe fn $four(row: &[u8], acts: [&[BlockQ8]; 4]) -> [f32; 4] {
             // SAFETY: forwarded.
-            let out =
-                unsafe { dot_blocks32::<1, 4, $signed, $min>([row], $bytes, acts, |b| $decode(b)) };
-            out[0]
-        }
-
-        /// # Safety
-        /// See the module documentation.
-        #[target_feature(enable = "avx2,fma,f16c")]
-        pub unsafe fn $rows4(rows: [&[u8]; 4], act: &[BlockQ8]) -> [f32; 4] {
-            // SAFETY: forwarded.
-            let out =
-                unsafe { dot_blocks32::<4, 1, $signed, $min>(rows, $bytes, [act], |b| $decode(b)) };
-            out.map(|[v]| v)
+            unsafe { dot_blocks32::<4, $signed, $min>(row, $bytes, acts, |b| $decode(b)) }
         }
     };
 }
 
-block32_dots!(
-    dot_q4_0,
-    dot_q4_0_x4,
-    dot_q4_0_rows4,
-    Q4_0_BYTES,
-    decode_q4_0,
-    true,
-    false
-);
-block32_dots!(
-    dot_q4_1,
-    dot_q4_1_x4,
-    dot_q4_1_rows4,
-    Q4_1_BYTES,
-    decode_q4_1,
-    false,
-    true
-);
-block32_dots!(
-    dot_q8_0,
-    dot_q8_0_x4,
-    dot_q8_0_rows4,
-    Q8_0_BYTES,
-    decode_q8_0,
-    true,
-    false
-);
+block32_dots!(dot_q4_0, dot_q4_0_x4, Q4_0_BYTES, decode_q4_0, true, false);
+block32_dots!(dot_q4_1, dot_q4_1_x4, Q4_1_BYTES, decode_q4_1, false, true);
+block32_dots!(dot_q8_0, dot_q8_0_x4, Q8_0_BYTES, decode_q8_0, true, false);
 
 /// # Safety
 /// See the module documentation.
