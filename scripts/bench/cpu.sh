@@ -46,7 +46,8 @@ print(json.dumps({"decode_tok_s": statistics.median(decode), "decode_runs": deco
 PY
 for c in 8 32; do
   echo "### aggregate decode, $c streams"
-  "$bin" bench --url "$url" --concurrency "$c" --requests $((c * 2)) --prompt-words 8 --max-tokens 128 2>/dev/null | head -1
+  "$bin" bench --url "$url" --concurrency "$c" --requests $((c * 2)) --input-len 16 --output-len 128 \
+    2>/dev/null | grep '^throughput'
 done
 echo "peak RSS of turbine serve: $(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$pid/status") MiB"
 kill "$pid"; wait "$pid" 2>/dev/null || true

@@ -6,8 +6,12 @@
 //!   (`scripts/reference/numpy_llama.py`, run by this test) to 1e-4 relative error.
 //!
 //! Both llama.cpp and this executor quantize activations to 8 bits before quantized matmuls, which
-//! moves logits by ~0.1; where llama.cpp's top two logits are closer than that, either top-1 may
-//! be right. The margins recorded in the fixture say where comparisons are meaningful.
+//! moves logits by ~0.1 from the exact result; where the top two logits are closer than that,
+//! either top-1 may be right. This executor reproduces llama.cpp's CPU arithmetic (see
+//! `executor/cpu/ggml.rs`), so against llama.cpp (its x86 AVX-512 build that made the fixture) the
+//! logits are equal and every top-1 and greedy token agrees; the thresholds leave room for a C
+//! library whose `sinf`/`cosf`/`powf` round differently. Against the exact float64 reference,
+//! the margins recorded in the fixture say where comparisons are meaningful.
 
 use serde_json::Value;
 use std::path::PathBuf;
@@ -71,6 +75,18 @@ fn teacher_forced(reference: &Value, margin: f64) -> (f64, f64, usize) {
         .map(|m| m.as_f64().unwrap_or(0.0))
         .collect();
     let ours: Vec<u32> = logits.chunks_exact(vocab).map(argmax).collect();
+    if let Some(top1_logits) = tf["top1_logit"].as_array() {
+        let diffs: Vec<f64> = top1_logits
+            .iter()
+            .zip(logits.chunks_exact(vocab).zip(&expected))
+            .map(|(l, (row, &id))| (row[id as usize] as f64 - l.as_f64().unwrap_or(0.0)).abs())
+            .collect();
+        eprintln!(
+            "logit of the reference's top-1: mean |difference| {:.4}, max {:.4}",
+            diffs.iter().sum::<f64>() / diffs.len() as f64,
+            diffs.iter().copied().fold(0.0, f64::max)
+        );
+    }
     let agree = ours.iter().zip(&expected).filter(|(a, b)| a == b).count();
     let confident: Vec<usize> = (0..expected.len())
         .filter(|&i| margins[i] >= margin)
@@ -102,7 +118,7 @@ fn teacher_forced_top1_agrees_with_llama_cpp() {
             .len()
             >= 256
     );
-    assert!(all >= 0.97, "top-1 agreement {all}");
+    assert!(all >= 0.99, "top-1 agreement {all}");
     assert_eq!(
         confident, 1.0,
         "every position where llama.cpp is sure agrees"
@@ -190,6 +206,10 @@ fn greedy_continuations_match_llama_cpp_while_it_is_sure() {
     eprintln!(
         "greedy: {identical} of {} continuations identical to llama.cpp over all 32 tokens",
         cases.len()
+    );
+    assert!(
+        identical >= 4,
+        "{identical} of 5 greedy continuations identical"
     );
 }
 

@@ -209,12 +209,18 @@ fn matmul_matches_dequantized_reference() {
                 results.push((backend, out));
             }
             // Backends agree far more closely than either does with the exact product: the
-            // integer block sums are identical, only the f32 accumulation order differs.
+            // integer block sums are identical, only the f32 accumulation order may differ, and
+            // for the 32-element block types it does not (all follow ggml's order).
+            let exact = matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0);
             let (_, first) = &results[0];
             for (backend, out) in &results[1..] {
                 for (i, (&a, &b)) in first.iter().zip(out).enumerate() {
                     assert!(
-                        (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
+                        if exact {
+                            a.to_bits() == b.to_bits()
+                        } else {
+                            (a - b).abs() <= 1e-4 * (1.0 + a.abs())
+                        },
                         "{dtype} T={tokens}: scalar {a} vs {} {b} at {i}",
                         backend.name()
                     );
@@ -262,6 +268,29 @@ fn packed_kernels_equal_avx2() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// `matmul_many` (one quantization and one parallel section for several matrices) gives each
+/// matrix's own `matmul` result, for one token (fused) and several (one after another), and for
+/// matrices of different types (not fused).
+#[test]
+fn matmul_many_equals_separate_matmuls() {
+    let mut rng = Rng::new(17);
+    for (a, b) in [(DType::Q4_1, DType::Q4_1), (DType::Q8_0, DType::Q4_0)] {
+        let (wa, wb) = (
+            random_matrix(a, 96, 128, &mut rng),
+            random_matrix(b, 37, 128, &mut rng),
+        );
+        for tokens in [1, 5] {
+            let input = random_input(tokens, 128, &mut rng);
+            let (mut want_a, mut want_b) = (vec![0f32; tokens * 96], vec![0f32; tokens * 37]);
+            wa.matmul(&input, &mut want_a);
+            wb.matmul(&input, &mut want_b);
+            let (mut out_a, mut out_b) = (vec![0f32; tokens * 96], vec![0f32; tokens * 37]);
+            QMatrix::matmul_many([&wa, &wb], &input, [&mut out_a, &mut out_b]);
+            assert_eq!((out_a, out_b), (want_a, want_b), "{a} and {b}, T={tokens}");
         }
     }
 }

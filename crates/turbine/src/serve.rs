@@ -10,7 +10,7 @@ use std::time::Duration;
 use turbine_engine::core::EngineCore;
 use turbine_engine::executor::Executor;
 use turbine_engine::executor::cpu::config::ModelConfig;
-use turbine_engine::executor::cpu::kv_cache::KvCache;
+use turbine_engine::executor::cpu::kv_cache::bytes_per_block;
 use turbine_engine::executor::cpu::{CpuExecutor, Model};
 use turbine_engine::executor::cuda::{CudaExecutor, CudaOptions, WeightSource};
 use turbine_engine::executor::mock::MockExecutor;
@@ -253,11 +253,12 @@ async fn start_workers(
                     }
                     (Some(model), None) => {
                         let c = &model.config;
-                        let per_block = KvCache::bytes_per_block(
+                        let per_block = bytes_per_block(
                             c.layers,
                             config.block_size,
                             c.kv_heads,
                             c.head_dim,
+                            model.kv_type,
                         );
                         let budget = (args.kv_cache_gib.max(0.0) * (1u64 << 30) as f64) as usize;
                         let fits = budget / per_block.max(1);

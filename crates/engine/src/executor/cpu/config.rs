@@ -275,6 +275,22 @@ impl ModelConfig {
     }
 }
 
+impl ModelConfig {
+    /// What Llama 3.1 scaling divides each RoPE frequency by (all 1 without scaling).
+    pub fn rope_divisors(&self) -> Vec<f32> {
+        let d = self.head_dim as f64;
+        (0..self.head_dim / 2)
+            .map(|i| match self.rope_scaling {
+                None => 1.0,
+                Some(s) => {
+                    let base = (self.rope_theta as f64).powf(-(2.0 * i as f64) / d);
+                    (base / llama3_scale(base, s)) as f32
+                }
+            })
+            .collect()
+    }
+}
+
 /// transformers' `_compute_llama3_parameters`, per frequency.
 fn llama3_scale(inv_freq: f64, s: Llama3Scaling) -> f64 {
     let (factor, low, high, original) = (

@@ -1,27 +1,54 @@
 //! The CPU executor: the engine's batched steps on a [`Model`] with a paged [`KvCache`].
 
 use super::forward::{Scratch, TokenRow, forward};
-use super::kv_cache::KvCache;
+use super::ggml::Order;
+use super::kv_cache::{KvCache, KvElem, KvType};
 use super::model::Model;
 use crate::executor::{Batch, Executor, ExecutorError, Samples, StepOutput};
+use half::f16;
 use std::sync::Arc;
 
 pub struct CpuExecutor {
     model: Arc<Model>,
-    cache: KvCache,
+    cache: Cache,
     scratch: Scratch,
+}
+
+/// The KV cache in the model's [`KvType`].
+enum Cache {
+    F32(KvCache<f32>),
+    F16(KvCache<f16>),
 }
 
 impl CpuExecutor {
     pub fn new(model: Arc<Model>, num_blocks: usize, block_size: usize) -> Self {
-        let c = &model.config;
-        let cache = KvCache::new(c.layers, num_blocks, block_size, c.kv_heads, c.head_dim);
+        let cache = match model.kv_type {
+            KvType::F32 => Cache::F32(cache_for(&model, num_blocks, block_size)),
+            KvType::F16 => Cache::F16(cache_for(&model, num_blocks, block_size)),
+        };
         Self {
             model,
             cache,
             scratch: Scratch::default(),
         }
     }
+
+    /// The forward pass on whichever cache type the model uses, run on a rayon worker thread: the
+    /// pass has ~10 parallel sections per layer, and one started from a worker is handed to the
+    /// other workers directly, where one started from outside the pool waits for a thread to be
+    /// woken for it (which dominated one-token steps).
+    fn forward(&mut self, rows: &[TokenRow<'_>], logit_rows: &[usize]) -> Vec<f32> {
+        let (model, scratch) = (&self.model, &mut self.scratch);
+        rayon::scope(|_| match &mut self.cache {
+            Cache::F32(cache) => forward(model, cache, rows, logit_rows, scratch),
+            Cache::F16(cache) => forward(model, cache, rows, logit_rows, scratch),
+        })
+    }
+}
+
+fn cache_for<T: KvElem>(model: &Model, num_blocks: usize, block_size: usize) -> KvCache<T> {
+    let c = &model.config;
+    KvCache::new(c.layers, num_blocks, block_size, c.kv_heads, c.head_dim)
 }
 
 impl CpuExecutor {
@@ -43,16 +70,15 @@ impl CpuExecutor {
                 token,
                 pos,
                 block_table: &table,
+                order: if tokens.len() > 1 {
+                    Order::Tiled
+                } else {
+                    Order::Vector
+                },
             })
             .collect();
         let all: Vec<usize> = (0..rows.len()).collect();
-        Ok(forward(
-            &self.model,
-            &mut self.cache,
-            &rows,
-            &all,
-            &mut self.scratch,
-        ))
+        Ok(self.forward(&rows, &all))
     }
 }
 
@@ -62,6 +88,11 @@ impl Executor for CpuExecutor {
         let mut rows = Vec::with_capacity(batch.num_tokens());
         let mut logit_rows = Vec::new();
         for seq in &batch.seqs {
+            let order = if seq.new_tokens.len() > 1 {
+                Order::Tiled
+            } else {
+                Order::Vector
+            };
             for (k, &token) in seq.new_tokens.iter().enumerate() {
                 if token as usize >= vocab {
                     return Err(ExecutorError::Failed(format!(
@@ -72,19 +103,14 @@ impl Executor for CpuExecutor {
                     token,
                     pos: seq.start + k,
                     block_table: seq.block_table,
+                    order,
                 });
             }
             if seq.sample {
                 logit_rows.push(rows.len() - 1);
             }
         }
-        let logits = forward(
-            &self.model,
-            &mut self.cache,
-            &rows,
-            &logit_rows,
-            &mut self.scratch,
-        );
+        let logits = self.forward(&rows, &logit_rows);
         Ok(StepOutput {
             samples: Samples::Logits {
                 vocab_size: vocab,

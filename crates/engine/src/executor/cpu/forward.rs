@@ -2,7 +2,10 @@
 //! together (one matmul per weight for the whole batch); attention reads each sequence's context
 //! from the paged KV cache; logits are computed only for the rows that are sampled.
 
-use super::kv_cache::KvCache;
+use super::attention::{Context, Heads, attention};
+use super::ggml::{self, Order};
+use super::kernels::QMatrix;
+use super::kv_cache::{KvCache, KvElem};
 use super::model::Model;
 use super::ops;
 use rayon::prelude::*;
@@ -12,6 +15,9 @@ pub struct TokenRow<'a> {
     pub token: u32,
     pub pos: usize,
     pub block_table: &'a [u32],
+    /// How llama.cpp would sum this token's attention products: [`Order::Vector`] when it is
+    /// its sequence's only new token in the step, [`Order::Tiled`] otherwise.
+    pub order: Order,
 }
 
 /// Scratch buffers reused across steps, sized for the largest batch seen.
@@ -26,6 +32,10 @@ pub struct Scratch {
     proj: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
+    /// RoPE `[cos, sin]` pairs of each row's position.
+    angles: Vec<f32>,
+    /// The K and V of the sequences prefilled in a step.
+    contexts: Vec<Context>,
 }
 
 fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -35,9 +45,9 @@ fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
 
 /// Runs `rows` through the model, writing their K and V into `cache`, and returns the logits of
 /// the rows listed in `logit_rows` (vocab-sized rows, in that order).
-pub fn forward(
+pub fn forward<T: KvElem>(
     model: &Model,
-    cache: &mut KvCache,
+    cache: &mut KvCache<T>,
     rows: &[TokenRow<'_>],
     logit_rows: &[usize],
     s: &mut Scratch,
@@ -46,7 +56,16 @@ pub fn forward(
     let t = rows.len();
     let (hidden, hd) = (c.hidden, c.head_dim);
     let (q_dim, kv_dim) = (c.heads * hd, c.kv_heads * hd);
+    let heads = Heads {
+        heads: c.heads,
+        kv_heads: c.kv_heads,
+        head_dim: hd,
+    };
 
+    let angles = sized(&mut s.angles, t * hd);
+    for (row, out) in rows.iter().zip(angles.chunks_exact_mut(hd)) {
+        model.rope.angles(row.pos, out);
+    }
     let x = sized(&mut s.x, t * hidden);
     for (row, out) in rows.iter().zip(x.chunks_exact_mut(hidden)) {
         model.embed(row.token, out);
@@ -55,11 +74,9 @@ pub fn forward(
         let h = sized(&mut s.h, t * hidden);
         ops::rms_norm(&s.x, &layer.attn_norm, c.rms_eps, h);
         let q = sized(&mut s.q, t * q_dim);
-        layer.wq.matmul(h, q);
         let k = sized(&mut s.k, t * kv_dim);
-        layer.wk.matmul(h, k);
         let v = sized(&mut s.v, t * kv_dim);
-        layer.wv.matmul(h, v);
+        QMatrix::matmul_many([&layer.wq, &layer.wk, &layer.wv], h, [q, k, v]);
         if let Some((bq, bk, bv)) = &layer.qkv_bias {
             add_bias(q, bq);
             add_bias(k, bk);
@@ -71,10 +88,11 @@ pub fn forward(
         }
         q.par_chunks_exact_mut(q_dim)
             .zip(k.par_chunks_exact_mut(kv_dim))
-            .zip(rows.par_iter())
-            .for_each(|((q, k), row)| {
-                ops::rope(q, hd, row.pos, &model.inv_freq, c.rope_style);
-                ops::rope(k, hd, row.pos, &model.inv_freq, c.rope_style);
+            .zip(s.angles.par_chunks_exact(hd))
+            .for_each(|((q, k), angles)| {
+                ops::rope(q, angles, c.rope_style);
+                ops::rope(k, angles, c.rope_style);
+                T::round(q);
             });
         for (i, row) in rows.iter().enumerate() {
             let slot = cache.slot(row.block_table, row.pos);
@@ -86,24 +104,7 @@ pub fn forward(
             );
         }
         let attn = sized(&mut s.attn, t * q_dim);
-        let cache_ref: &KvCache = cache;
-        attn.par_chunks_exact_mut(q_dim)
-            .zip(q.par_chunks_exact(q_dim))
-            .zip(rows.par_iter())
-            .for_each_init(Vec::new, |scores, ((out, q), row)| {
-                ops::attend(
-                    cache_ref,
-                    l,
-                    row.block_table,
-                    row.pos,
-                    q,
-                    c.heads,
-                    c.kv_heads,
-                    hd,
-                    scores,
-                    out,
-                );
-            });
+        attention(cache, l, rows, q, heads, &mut s.contexts, attn);
         let proj = sized(&mut s.proj, t * hidden);
         layer.wo.matmul(attn, proj);
         add_in_place(&mut s.x, &s.proj);
@@ -111,10 +112,9 @@ pub fn forward(
         let h = sized(&mut s.h, t * hidden);
         ops::rms_norm(&s.x, &layer.ffn_norm, c.rms_eps, h);
         let gate = sized(&mut s.gate, t * c.intermediate);
-        layer.w_gate.matmul(h, gate);
         let up = sized(&mut s.up, t * c.intermediate);
-        layer.w_up.matmul(h, up);
-        ops::silu_mul(gate, up);
+        QMatrix::matmul_many([&layer.w_gate, &layer.w_up], h, [gate, up]);
+        ggml::silu_mul(gate, up);
         let proj = sized(&mut s.proj, t * hidden);
         layer.w_down.matmul(gate, proj);
         add_in_place(&mut s.x, &s.proj);

@@ -2,17 +2,77 @@
 //! holding K and V for every KV head. Position `p` of a sequence lives in slot
 //! `block_table[p / block_size] * block_size + p % block_size`; the engine's block manager decides
 //! which blocks a sequence owns, so a prefix-cache hit is simply two tables naming the same block.
+//!
+//! The element type is [`KvType`]: `f16` for GGUF models, as llama.cpp keeps its cache by default
+//! (half the memory, and the same rounding of K and V as llama.cpp), `f32` for HF models.
 
-pub struct KvCache {
-    /// Floats per slot: kv_heads × head_dim.
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
+/// The element type of a [`KvCache`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvType {
+    F32,
+    F16,
+}
+
+impl KvType {
+    pub fn bytes(self) -> usize {
+        match self {
+            KvType::F32 => 4,
+            KvType::F16 => 2,
+        }
+    }
+}
+
+/// A cache element: stored from and read back as `f32`.
+pub trait KvElem: Copy + Default + Send + Sync + 'static {
+    /// Converts `src` into `dst` (of the same length).
+    fn to_f32(src: &[Self], dst: &mut [f32]);
+    fn store(src: &[f32], dst: &mut [Self]);
+    /// Rounds `x` to this type's precision in place: what multiplying by values of this type in
+    /// this type (as llama.cpp does with the cache's Q·K and P·V products) does to the other
+    /// factor.
+    fn round(x: &mut [f32]);
+}
+
+impl KvElem for f32 {
+    fn to_f32(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+    fn store(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+    fn round(_: &mut [f32]) {}
+}
+
+impl KvElem for f16 {
+    fn to_f32(src: &[f16], dst: &mut [f32]) {
+        src.convert_to_f32_slice(dst);
+    }
+    fn store(src: &[f32], dst: &mut [f16]) {
+        dst.convert_from_f32_slice(src);
+    }
+    fn round(x: &mut [f32]) {
+        let mut halves = [f16::ZERO; 64];
+        for chunk in x.chunks_mut(64) {
+            let halves = &mut halves[..chunk.len()];
+            halves.convert_from_f32_slice(chunk);
+            halves.convert_to_f32_slice(chunk);
+        }
+    }
+}
+
+pub struct KvCache<T> {
+    /// Elements per slot: kv_heads × head_dim.
     width: usize,
     slots_per_layer: usize,
     block_size: usize,
-    k: Vec<f32>,
-    v: Vec<f32>,
+    k: Vec<T>,
+    v: Vec<T>,
 }
 
-impl KvCache {
+impl<T: KvElem> KvCache<T> {
     pub fn new(
         layers: usize,
         num_blocks: usize,
@@ -26,19 +86,14 @@ impl KvCache {
             width,
             slots_per_layer,
             block_size,
-            k: vec![0.0; layers * slots_per_layer * width],
-            v: vec![0.0; layers * slots_per_layer * width],
+            k: vec![T::default(); layers * slots_per_layer * width],
+            v: vec![T::default(); layers * slots_per_layer * width],
         }
     }
 
-    /// Bytes one block takes across all layers (K and V, f32).
-    pub fn bytes_per_block(
-        layers: usize,
-        block_size: usize,
-        kv_heads: usize,
-        head_dim: usize,
-    ) -> usize {
-        2 * layers * block_size * kv_heads * head_dim * std::mem::size_of::<f32>()
+    /// Elements per slot: kv_heads × head_dim.
+    pub fn width(&self) -> usize {
+        self.width
     }
 
     /// Slot index of position `pos` in a sequence with `block_table`.
@@ -54,8 +109,8 @@ impl KvCache {
 
     pub fn write(&mut self, layer: usize, slot: usize, k: &[f32], v: &[f32]) {
         let range = self.range(layer, slot);
-        self.k[range.clone()].copy_from_slice(k);
-        self.v[range].copy_from_slice(v);
+        T::store(k, &mut self.k[range.clone()]);
+        T::store(v, &mut self.v[range]);
     }
 
     /// K and V of positions `0..len` of a sequence, one block's slots at a time, in order.
@@ -64,7 +119,7 @@ impl KvCache {
         layer: usize,
         block_table: &'a [u32],
         len: usize,
-    ) -> impl Iterator<Item = (&'a [f32], &'a [f32])> + 'a {
+    ) -> impl Iterator<Item = (&'a [T], &'a [T])> + 'a {
         let bs = self.block_size;
         block_table
             .iter()
@@ -77,4 +132,15 @@ impl KvCache {
                 (&self.k[range.clone()], &self.v[range])
             })
     }
+}
+
+/// Bytes one block takes across all layers (K and V).
+pub fn bytes_per_block(
+    layers: usize,
+    block_size: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    kv_type: KvType,
+) -> usize {
+    2 * layers * block_size * kv_heads * head_dim * kv_type.bytes()
 }

@@ -2,12 +2,15 @@
 //! core's paged KV cache, with quantized weights kept quantized.
 //!
 //! `config` reads the model's shape, `model` loads its weights, `kernels` multiplies them,
-//! `ops` holds norms, RoPE and attention, `kv_cache` the paged KV memory, `forward` one batched
-//! pass, and `executor` plugs it into the engine.
+//! `ops` holds norms and RoPE, `attention` attention, `ggml` llama.cpp's element-wise arithmetic
+//! (which the rest follows bit for bit), `kv_cache` the paged KV memory, `forward` one
+//! batched pass, and `executor` plugs it into the engine.
 
+mod attention;
 pub mod config;
 pub mod executor;
 mod forward;
+mod ggml;
 pub mod kernels;
 pub mod kv_cache;
 pub mod model;

@@ -4,6 +4,8 @@
 
 use super::config::ModelConfig;
 use super::kernels::QMatrix;
+use super::kv_cache::KvType;
+use super::ops::Rope;
 use half::{bf16, f16};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
@@ -35,8 +37,12 @@ pub struct Model {
     pub final_norm: Vec<f32>,
     /// `None` when the output projection is tied to the embeddings.
     lm_head: Option<QMatrix>,
-    /// RoPE inverse frequencies, scaling included.
+    /// RoPE inverse frequencies, scaling included (for the CUDA executor).
     pub inv_freq: Vec<f32>,
+    /// RoPE angles as the CPU forward computes them.
+    pub(crate) rope: Rope,
+    /// The KV cache's element type: `f16` for GGUF files (llama.cpp's default), `f32` otherwise.
+    pub kv_type: KvType,
 }
 
 pub type LoadError = String;
@@ -78,20 +84,22 @@ impl Model {
             .map(|l| load_layer(&config, &matrix, |w| format!("blk.{l}.{w}")))
             .collect::<Result<Vec<_>, _>>()?;
         let mut inv_freq = config.inv_freq();
+        let mut divisors = vec![1.0; inv_freq.len()];
         // Llama 3.1 GGUFs carry their RoPE scaling as per-frequency divisors.
         if gguf.tensor("rope_freqs.weight").is_some() {
-            let factors = vector("rope_freqs.weight")?;
-            if factors.len() != inv_freq.len() {
+            divisors = vector("rope_freqs.weight")?;
+            if divisors.len() != inv_freq.len() {
                 return Err(format!(
                     "rope_freqs has {} values, expected {}",
-                    factors.len(),
+                    divisors.len(),
                     inv_freq.len()
                 ));
             }
-            for (f, d) in inv_freq.iter_mut().zip(factors) {
+            for (f, d) in inv_freq.iter_mut().zip(&divisors) {
                 *f /= d;
             }
         }
+        let rope = Rope::new(config.rope_theta, config.head_dim, divisors);
         let model = Self {
             embed: matrix("token_embd.weight")?,
             lm_head: if config.tie_embeddings {
@@ -102,6 +110,8 @@ impl Model {
             final_norm: vector("output_norm.weight")?,
             layers,
             inv_freq,
+            rope,
+            kv_type: KvType::F16,
             config,
         };
         model.check_shapes()?;
@@ -131,6 +141,8 @@ impl Model {
             final_norm: vector("model.norm.weight")?,
             layers,
             inv_freq: config.inv_freq(),
+            rope: Rope::new(config.rope_theta, config.head_dim, config.rope_divisors()),
+            kv_type: KvType::F32,
             config,
         };
         model.check_shapes()?;

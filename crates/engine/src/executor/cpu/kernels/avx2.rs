@@ -89,6 +89,11 @@ fn mul_sum_u8_i8(x: __m256i, y: __m256i) -> __m256 {
 /// Dot products of one row of 32-element blocks with `N` activation rows at once: each weight
 /// block is loaded and unpacked once for all `N` tokens.
 ///
+/// Each token's result is ggml's x86 `ggml_vec_dot_q4_0_q8_0` / `_q4_1_q8_1` / `_q8_0_q8_0` bit
+/// for bit: one `f32` accumulator of 8 lanes (lane `k` gets `d_w d_a` times the integer sum of
+/// elements `4k..4k + 4` of each block, by FMA, block after block), summed by `hsum_ps`, plus (for
+/// Q4_1) the `m_w s_a` of every block added in order.
+///
 /// `decode(block)` returns the block's 32 quants as bytes, signed when `SIGNED` (Q4_0, Q8_0:
 /// `maddubs` then takes `|x|` and moves the sign onto the activation), unsigned otherwise (Q4_1).
 /// `d` is the block's leading `f16`; with `MIN`, the `f16` at byte 2 is an offset `m` that
@@ -106,11 +111,10 @@ unsafe fn dot_blocks32<const N: usize, const SIGNED: bool, const MIN: bool>(
 ) -> [f32; N] {
     let blocks = row.len() / block_bytes;
     assert!(acts.iter().all(|a| a.len() >= blocks));
-    // Two sets of accumulators, for even and odd blocks, so consecutive blocks' FMAs overlap.
-    let mut acc = [[_mm256_setzero_ps(); N]; 2];
+    let mut acc = [_mm256_setzero_ps(); N];
     // Lane 1 accumulates `m * s` (with `MIN`).
-    let mut acc_m = [[_mm_setzero_ps(); N]; 2];
-    let step = |b: &[u8], i: usize, acc: &mut [__m256; N], acc_m: &mut [__m128; N]| {
+    let mut acc_m = [_mm_setzero_ps(); N];
+    for (i, b) in row.chunks_exact(block_bytes).enumerate() {
         // [d, m] of the block in one conversion (for types without `m`, lane 1 is unused).
         let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([
             b[0], b[1], b[2], b[3],
@@ -136,26 +140,12 @@ unsafe fn dot_blocks32<const N: usize, const SIGNED: bool, const MIN: bool>(
                 acc_m[t] = _mm_add_ps(acc_m[t], scales);
             }
         }
-    };
-    let [acc0, acc1] = &mut acc;
-    let [m0, m1] = &mut acc_m;
-    let mut pairs = row.chunks_exact(2 * block_bytes);
-    let mut i = 0;
-    for pair in &mut pairs {
-        let (b0, b1) = pair.split_at(block_bytes);
-        step(b0, i, acc0, m0);
-        step(b1, i + 1, acc1, m1);
-        i += 2;
-    }
-    if let Some(b) = pairs.remainder().get(..block_bytes) {
-        step(b, i, acc0, m0);
     }
     let mut out = [0f32; N];
     for t in 0..N {
-        out[t] = hsum_ps(_mm256_add_ps(acc[0][t], acc[1][t]));
+        out[t] = hsum_ps(acc[t]);
         if MIN {
-            let m = _mm_add_ps(acc_m[0][t], acc_m[1][t]);
-            out[t] += _mm_cvtss_f32(_mm_movehdup_ps(m));
+            out[t] += _mm_cvtss_f32(_mm_movehdup_ps(acc_m[t]));
         }
     }
     out
@@ -189,53 +179,31 @@ fn decode_q8_0(b: &[u8]) -> __m256i {
     unsafe { load32(b.as_ptr().add(2)) }
 }
 
-/// # Safety
-/// See the module documentation.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4_0(row: &[u8], act: &[BlockQ8]) -> f32 {
-    // SAFETY: forwarded.
-    unsafe { dot_blocks32::<1, true, false>(row, Q4_0_BYTES, [act], |b| decode_q4_0(b))[0] }
+/// The two entry points of a 32-element block type: one row with one token (`$one`) and with
+/// four tokens (`$four`).
+macro_rules! block32_dots {
+    ($one:ident, $four:ident, $bytes:expr, $decode:ident, $signed:literal, $min:literal) => {
+        /// # Safety
+        /// See the module documentation.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $one(row: &[u8], act: &[BlockQ8]) -> f32 {
+            // SAFETY: forwarded.
+            unsafe { dot_blocks32::<1, $signed, $min>(row, $bytes, [act], |b| $decode(b))[0] }
+        }
+
+        /// # Safety
+        /// See the module documentation.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $four(row: &[u8], acts: [&[BlockQ8]; 4]) -> [f32; 4] {
+            // SAFETY: forwarded.
+            unsafe { dot_blocks32::<4, $signed, $min>(row, $bytes, acts, |b| $decode(b)) }
+        }
+    };
 }
 
-/// # Safety
-/// See the module documentation.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4_0_x4(row: &[u8], acts: [&[BlockQ8]; 4]) -> [f32; 4] {
-    // SAFETY: forwarded.
-    unsafe { dot_blocks32::<4, true, false>(row, Q4_0_BYTES, acts, |b| decode_q4_0(b)) }
-}
-
-/// # Safety
-/// See the module documentation.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4_1(row: &[u8], act: &[BlockQ8]) -> f32 {
-    // SAFETY: forwarded.
-    unsafe { dot_blocks32::<1, false, true>(row, Q4_1_BYTES, [act], |b| decode_q4_1(b))[0] }
-}
-
-/// # Safety
-/// See the module documentation.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4_1_x4(row: &[u8], acts: [&[BlockQ8]; 4]) -> [f32; 4] {
-    // SAFETY: forwarded.
-    unsafe { dot_blocks32::<4, false, true>(row, Q4_1_BYTES, acts, |b| decode_q4_1(b)) }
-}
-
-/// # Safety
-/// See the module documentation.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q8_0(row: &[u8], act: &[BlockQ8]) -> f32 {
-    // SAFETY: forwarded.
-    unsafe { dot_blocks32::<1, true, false>(row, Q8_0_BYTES, [act], |b| decode_q8_0(b))[0] }
-}
-
-/// # Safety
-/// See the module documentation.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q8_0_x4(row: &[u8], acts: [&[BlockQ8]; 4]) -> [f32; 4] {
-    // SAFETY: forwarded.
-    unsafe { dot_blocks32::<4, true, false>(row, Q8_0_BYTES, acts, |b| decode_q8_0(b)) }
-}
+block32_dots!(dot_q4_0, dot_q4_0_x4, Q4_0_BYTES, decode_q4_0, true, false);
+block32_dots!(dot_q4_1, dot_q4_1_x4, Q4_1_BYTES, decode_q4_1, false, true);
+block32_dots!(dot_q8_0, dot_q8_0_x4, Q8_0_BYTES, decode_q8_0, true, false);
 
 /// # Safety
 /// See the module documentation.

@@ -97,6 +97,7 @@ type DotFn<A> = unsafe fn(&[u8], &[A]) -> f32;
 type Dot4Fn<A> = unsafe fn(&[u8], [&[A]; 4]) -> [f32; 4];
 
 /// The dot products for one weight type on one backend.
+#[derive(Clone, Copy)]
 struct Dot<A> {
     one: DotFn<A>,
     four: Option<Dot4Fn<A>>,
@@ -151,7 +152,7 @@ fn kernel(dtype: DType, backend: Backend) -> Kernel {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 | Isa::Avx512Vnni => {
             use super::avx2;
-            let q8 = |one: DotFn<BlockQ8>, four: Dot4Fn<BlockQ8>| {
+            let q8 = |one, four| {
                 Kernel::Q8(Dot {
                     one,
                     four: Some(four),
@@ -211,6 +212,34 @@ fn quantize_rows<B: Default + Clone + Send>(
     out
 }
 
+/// One token (`act`) against every row of `mats` into `outs`: the rows in chunks (8 per thread
+/// and matrix), all in one parallel section. (Four rows per kernel call, for four independent
+/// accumulation chains, was 20-40% slower over the real model's matrices: decode streams its
+/// weights from memory, and one row at a time streams best.)
+fn one_token<A: Sync, const N: usize>(
+    mats: [&QMatrix; N],
+    act: &[A],
+    dot: Dot<A>,
+    outs: [&mut [f32]; N],
+) {
+    let threads = rayon::current_num_threads().max(1);
+    let mut tasks = Vec::new();
+    for (m, out) in mats.into_iter().zip(outs) {
+        let chunk = m.rows().div_ceil(threads * 8).max(16);
+        for (c, out) in out.chunks_mut(chunk).enumerate() {
+            tasks.push((m, c * chunk, out));
+        }
+    }
+    // SAFETY (both calls below): `kernel` picked `dot` for the matrices' type on a `Backend`,
+    // which exists only if its instruction set is available; rows come from `row_data` and `act`
+    // is one whole token row, matching the rows' length.
+    tasks.into_par_iter().for_each(|(m, first, out)| {
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = unsafe { (dot.one)(m.row_data(first + k), act) };
+        }
+    });
+}
+
 impl QMatrix {
     /// `out[t][r] = sum_c input[t][c] * W[r][c]`: `input` is `T × cols` and `out` `T × rows`,
     /// both row-major. Uses [`Backend::best`] and rayon's current pool.
@@ -223,6 +252,35 @@ impl QMatrix {
     /// If `input.len()` is not a multiple of `cols` or `out.len()` is not `T * rows`.
     pub fn matmul(&self, input: &[f32], out: &mut [f32]) {
         self.matmul_with(Backend::best(), input, out);
+    }
+
+    /// [`matmul`](Self::matmul) of several matrices with one input (Q, K and V; gate and up).
+    /// For one token of Q4_0/Q4_1/Q8_0 weights of one type, the input is quantized once and all
+    /// their rows are computed in one parallel section (a one-token step is short enough for each
+    /// section's start and end to count); otherwise one matmul after another. Same results.
+    pub fn matmul_many<const N: usize>(mats: [&QMatrix; N], input: &[f32], outs: [&mut [f32]; N]) {
+        let first = mats[0];
+        let cols = first.cols();
+        let backend = Backend::best();
+        let fused = input.len() == cols
+            && mats.iter().zip(&outs).all(|(m, o)| {
+                m.dtype() == first.dtype() && m.cols() == cols && o.len() == m.rows()
+            });
+        match kernel(first.dtype(), backend) {
+            Kernel::Q8(dot) if fused => {
+                one_token(
+                    mats,
+                    &quantize_rows(input, cols, 32, quantize_q8),
+                    dot,
+                    outs,
+                );
+            }
+            _ => {
+                for (m, out) in mats.into_iter().zip(outs) {
+                    m.matmul_with(backend, input, out);
+                }
+            }
+        }
     }
 
     /// [`matmul`](Self::matmul) on a chosen backend (to compare backends).
@@ -271,12 +329,7 @@ impl QMatrix {
         // which exists only if its instruction set is available; rows come from `row_data` and
         // activations are whole token rows of `per_token` items, matching the row's length.
         if tokens == 1 {
-            let chunk = rows.div_ceil(threads * 8).max(16);
-            out.par_chunks_mut(chunk).enumerate().for_each(|(c, out)| {
-                for (k, o) in out.iter_mut().enumerate() {
-                    *o = unsafe { (dot.one)(self.row_data(c * chunk + k), act) };
-                }
-            });
+            one_token([self], act, dot, [out]);
             return;
         }
         let tiles = tokens.div_ceil(TOKEN_TILE);

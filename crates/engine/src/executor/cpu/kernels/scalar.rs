@@ -1,5 +1,6 @@
 //! Portable dot products of one weight row (GGML bytes) with one quantized or `f32` activation
-//! row. These define the results; the SIMD kernels compute the same sums in another order.
+//! row. For Q4_0, Q4_1 and Q8_0 they are ggml's arithmetic, bit for bit like the SIMD kernels;
+//! for the other types the SIMD kernels compute the same sums in another order.
 //!
 //! Every function takes a whole row: `row.len()` is the row's encoded size and `act` holds the
 //! same number of elements (checked by [`QMatrix`](super::QMatrix) and the matmul driver).
@@ -12,45 +13,66 @@ use super::blocks::{
 };
 use super::q8::{BlockQ8, BlockQ8K};
 
-/// `sum_i d_w d_a (q_w[i] - 8) q_a[i]` over blocks.
-pub fn dot_q4_0(row: &[u8], act: &[BlockQ8]) -> f32 {
-    let mut sum = 0f32;
-    for (b, a) in row.chunks_exact(Q4_0_BYTES).zip(act) {
-        let mut sumi = 0i32;
-        for (j, &q) in b[2..].iter().enumerate() {
-            sumi += ((q & 0x0F) as i32 - 8) * a.qs[j] as i32;
-            sumi += ((q >> 4) as i32 - 8) * a.qs[j + QK / 2] as i32;
+/// ggml's x86 accumulation of 32-element blocks (`ggml_vec_dot_q4_0_q8_0` and its siblings), which
+/// the AVX2 and VNNI kernels compute too, so every backend gives the same bits: lane `k` of 8 `f32`
+/// lanes gets `d_w d_a` times the integer sum of elements `4k..4k + 4` of each block (fused
+/// multiply-add, block after block); the lanes are then summed as `hsum_ps` does.
+struct Lanes([f32; 8]);
+
+impl Lanes {
+    /// Adds one block: `scale = d_w d_a`, `w` and `a` its 32 integer weights and activations.
+    #[inline(always)]
+    fn add(&mut self, scale: f32, w: &[i32; QK], a: &[i8; QK]) {
+        for (k, lane) in self.0.iter_mut().enumerate() {
+            let sum: i32 = (4 * k..4 * k + 4).map(|e| w[e] * a[e] as i32).sum();
+            *lane = scale.mul_add(sum as f32, *lane);
         }
-        sum += f16_at(b, 0) * a.d * sumi as f32;
     }
-    sum
+
+    fn sum(&self) -> f32 {
+        let l = &self.0;
+        ((l[4] + l[0]) + (l[6] + l[2])) + ((l[5] + l[1]) + (l[7] + l[3]))
+    }
 }
 
-/// `sum_i (d_w q_w[i] + m_w) d_a q_a[i] = d_w d_a sum(q_w q_a) + m_w s_a` over blocks.
-pub fn dot_q4_1(row: &[u8], act: &[BlockQ8]) -> f32 {
-    let mut sum = 0f32;
-    for (b, a) in row.chunks_exact(Q4_1_BYTES).zip(act) {
-        let mut sumi = 0i32;
-        for (j, &q) in b[4..].iter().enumerate() {
-            sumi += (q & 0x0F) as i32 * a.qs[j] as i32;
-            sumi += (q >> 4) as i32 * a.qs[j + QK / 2] as i32;
-        }
-        sum += f16_at(b, 0) * a.d * sumi as f32 + f16_at(b, 2) * a.s;
+/// The 32 weights of a nibble block (low nibbles are elements 0-15, high nibbles 16-31), minus
+/// `offset`.
+#[inline(always)]
+fn nibbles(qs: &[u8], offset: i32) -> [i32; QK] {
+    std::array::from_fn(|e| {
+        let q = qs[e % (QK / 2)];
+        (if e < QK / 2 { q & 0x0F } else { q >> 4 }) as i32 - offset
+    })
+}
+
+/// `sum_i d_w d_a (q_w[i] - 8) q_a[i]` over blocks.
+pub fn dot_q4_0(row: &[u8], act: &[BlockQ8]) -> f32 {
+    let mut lanes = Lanes([0.0; 8]);
+    for (b, a) in row.chunks_exact(Q4_0_BYTES).zip(act) {
+        lanes.add(f16_at(b, 0) * a.d, &nibbles(&b[2..], 8), &a.qs);
     }
-    sum
+    lanes.sum()
+}
+
+/// `sum_i (d_w q_w[i] + m_w) d_a q_a[i] = d_w d_a sum(q_w q_a) + m_w s_a` over blocks, the
+/// `m_w s_a` terms summed apart, in order, and added last.
+pub fn dot_q4_1(row: &[u8], act: &[BlockQ8]) -> f32 {
+    let mut lanes = Lanes([0.0; 8]);
+    let mut mins = 0f32;
+    for (b, a) in row.chunks_exact(Q4_1_BYTES).zip(act) {
+        lanes.add(f16_at(b, 0) * a.d, &nibbles(&b[4..], 0), &a.qs);
+        mins += f16_at(b, 2) * a.s;
+    }
+    lanes.sum() + mins
 }
 
 pub fn dot_q8_0(row: &[u8], act: &[BlockQ8]) -> f32 {
-    let mut sum = 0f32;
+    let mut lanes = Lanes([0.0; 8]);
     for (b, a) in row.chunks_exact(Q8_0_BYTES).zip(act) {
-        let sumi: i32 = b[2..]
-            .iter()
-            .zip(&a.qs)
-            .map(|(&w, &x)| w as i8 as i32 * x as i32)
-            .sum();
-        sum += f16_at(b, 0) * a.d * sumi as f32;
+        let w: [i32; QK] = std::array::from_fn(|e| b[2 + e] as i8 as i32);
+        lanes.add(f16_at(b, 0) * a.d, &w, &a.qs);
     }
-    sum
+    lanes.sum()
 }
 
 /// Per super-block: `d d_a sum_j sc[j] sum(q_w q_a over sub-block j)

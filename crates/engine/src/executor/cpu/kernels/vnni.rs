@@ -9,8 +9,8 @@
 //! (unsigned) and the weights kept signed, and each product starts from `-128 * sum(w)` over its
 //! 4 weights, so each lane holds the exact integer sum of 4 products, as lane `k` of the AVX2
 //! kernels' `maddubs`/`madd` does. The `f32` scaling and accumulation then repeat the AVX2
-//! kernels' operations in their order (one accumulator per 4-element lane and block parity), so
-//! results equal the AVX2 backend's bit for bit, and a token's result does not depend on how many
+//! kernels' operations in their order (one accumulator per 4-element lane), so results equal
+//! the AVX2 backend's (and ggml's) bit for bit, and a token's result does not depend on how many
 //! tokens share the matmul (batched decoding gives the same tokens as sequential decoding).
 //! Exactness costs one convert and one FMA per 4 products; a block-level `f32` scale (one FMA per
 //! 32) would be about twice as fast here but would need a matching, slower one-token kernel.
@@ -82,9 +82,9 @@ pub fn pack(tokens: &[&[BlockQ8]], out: &mut [PackedQ8]) {
 
 /// `G` groups of [`LANES`] dot products of one weight row, in exactly the arithmetic of the AVX2
 /// kernels (`avx2::dot_blocks32`): there, lane `k` of a block's product holds the integer sum of
-/// elements `4k..4k + 4`, scaled by `d_w d_a` into accumulator lane `k` (FMA) of the block's
-/// parity, Q4_1's `m_w s_a` added apart; here accumulator `[parity][k]` holds that lane for 8
-/// tokens. So a token's result is the AVX2 backend's bit for bit, whatever the batch.
+/// elements `4k..4k + 4`, scaled by `d_w d_a` into accumulator lane `k` (FMA), Q4_1's `m_w s_a`
+/// added apart; here accumulator `[k]` holds that lane for 8 tokens. So a token's result is the
+/// AVX2 backend's bit for bit, whatever the batch.
 ///
 /// `decode(block)` gives the block's 32 weights as signed bytes; `MIN` adds the block's second
 /// `f16` times `s` (Q4_1).
@@ -101,8 +101,8 @@ unsafe fn dot_groups<const G: usize, const MIN: bool>(
 ) -> [__m256; G] {
     let blocks = row.len() / block_bytes;
     assert!(acts.iter().all(|a| a.len() >= blocks));
-    let mut acc = [[[_mm256_setzero_ps(); QK / 4]; 2]; G];
-    let mut acc_m = [[_mm256_setzero_ps(); 2]; G];
+    let mut acc = [[_mm256_setzero_ps(); QK / 4]; G];
+    let mut acc_m = [_mm256_setzero_ps(); G];
     for (i, b) in row.chunks_exact(block_bytes).enumerate() {
         // [d, m] (for types without `m`, lane 1 is unused; every block has 4 bytes).
         let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([
@@ -133,7 +133,7 @@ unsafe fn dot_groups<const G: usize, const MIN: bool>(
                     let y = acts[g].get_unchecked(i).qs.as_ptr().add(QK * k);
                     dpbusd(base, _mm256_load_si256(y.cast()), wk)
                 };
-                let c = &mut acc[g][i & 1][k];
+                let c = &mut acc[g][k];
                 *c = _mm256_fmadd_ps(scale[g], _mm256_cvtepi32_ps(si), *c);
             }
         }
@@ -141,21 +141,17 @@ unsafe fn dot_groups<const G: usize, const MIN: bool>(
             for g in 0..G {
                 // SAFETY: as above; `s` is 32 bytes.
                 let sa = unsafe { _mm256_loadu_ps(acts[g].get_unchecked(i).s.as_ptr()) };
-                acc_m[g][i & 1] = _mm256_add_ps(acc_m[g][i & 1], _mm256_mul_ps(mw, sa));
+                acc_m[g] = _mm256_add_ps(acc_m[g], _mm256_mul_ps(mw, sa));
             }
         }
     }
-    // The AVX2 kernels' `hsum_ps(acc[0] + acc[1])` (+ `m`), lane by lane.
+    // The AVX2 kernels' `hsum_ps(acc)` (+ `m`), lane by lane.
     std::array::from_fn(|g| {
-        let l: [__m256; 8] = std::array::from_fn(|k| _mm256_add_ps(acc[g][0][k], acc[g][1][k]));
+        let l = &acc[g];
         let even = _mm256_add_ps(_mm256_add_ps(l[0], l[4]), _mm256_add_ps(l[2], l[6]));
         let odd = _mm256_add_ps(_mm256_add_ps(l[1], l[5]), _mm256_add_ps(l[3], l[7]));
         let d = _mm256_add_ps(even, odd);
-        if MIN {
-            _mm256_add_ps(d, _mm256_add_ps(acc_m[g][0], acc_m[g][1]))
-        } else {
-            d
-        }
+        if MIN { _mm256_add_ps(d, acc_m[g]) } else { d }
     })
 }
 

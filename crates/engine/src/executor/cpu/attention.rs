@@ -1,0 +1,196 @@
+//! Causal attention of a step's tokens over the paged KV cache, in llama.cpp's arithmetic (see
+//! [`ggml`](super::ggml)).
+//!
+//! A token attends over positions `0..=pos` of its sequence, read as `f32` from a [`Context`]: a
+//! contiguous copy of the sequence's K and V. The tokens of a sequence prefilled in this step
+//! share one copy, gathered once per layer (prefill attention is quadratic, the copy linear); a
+//! decoding token gathers its own into a per-thread buffer.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::forward::TokenRow;
+use super::ggml::{self, Order, fma_fn};
+use super::kv_cache::{KvCache, KvElem};
+
+/// K and V of positions `0..len` of a sequence, `len × width` each, as `f32`.
+#[derive(Default)]
+pub struct Context {
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Context {
+    fn gather<T: KvElem>(&mut self, cache: &KvCache<T>, layer: usize, table: &[u32], len: usize) {
+        let width = cache.width();
+        self.k.resize(len * width, 0.0);
+        self.v.resize(len * width, 0.0);
+        let mut at = 0;
+        for (k, v) in cache.blocks(layer, table, len) {
+            T::to_f32(k, &mut self.k[at..at + k.len()]);
+            T::to_f32(v, &mut self.v[at..at + v.len()]);
+            at += k.len();
+        }
+    }
+}
+
+/// The shape of the attention: query heads, KV heads, head size.
+#[derive(Clone, Copy)]
+pub struct Heads {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// Per-thread buffers.
+#[derive(Default)]
+struct Scratch {
+    /// A decoding token's context.
+    context: Context,
+    scores: Vec<f32>,
+    /// Per head of a KV group: the lanes of `p · v`, `[head][slot][lane][dim]`.
+    pv: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::default();
+}
+
+/// Attention of every row (`q`: `rows × heads × head_dim`, rounded to the cache's type) into
+/// `out` (same shape), layer `layer`, after the rows' K and V are in `cache`. `shared` keeps the
+/// prefilled sequences' contexts between calls (their memory is reused).
+pub fn attention<T: KvElem>(
+    cache: &KvCache<T>,
+    layer: usize,
+    rows: &[TokenRow<'_>],
+    q: &[f32],
+    shape: Heads,
+    shared: &mut Vec<Context>,
+    out: &mut [f32],
+) {
+    // Runs of rows that are one sequence's new tokens (consecutive positions, order `Tiled`):
+    // (first row, rows).
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let continues = i > 0 && row.order == Order::Tiled && {
+            let prev = &rows[i - 1];
+            prev.order == Order::Tiled
+                && std::ptr::eq(prev.block_table, row.block_table)
+                && prev.pos + 1 == row.pos
+        };
+        match runs.last_mut() {
+            Some((_, n)) if continues => *n += 1,
+            _ if row.order == Order::Tiled => runs.push((i, 1)),
+            _ => {}
+        }
+    }
+    if shared.len() < runs.len() {
+        shared.resize_with(runs.len(), Context::default);
+    }
+    shared
+        .par_iter_mut()
+        .zip(&runs)
+        .for_each(|(context, &(first, n))| {
+            let last = &rows[first + n - 1];
+            context.gather(cache, layer, last.block_table, last.pos + 1);
+        });
+    // Row `i`'s shared context, if it has one.
+    let mut context_of = vec![None; rows.len()];
+    for (r, &(first, n)) in runs.iter().enumerate() {
+        context_of[first..first + n].fill(Some(r));
+    }
+    let q_dim = shape.heads * shape.head_dim;
+    let shared: &[Context] = shared;
+    out.par_chunks_exact_mut(q_dim)
+        .zip(q.par_chunks_exact(q_dim))
+        .zip(rows.par_iter().zip(context_of))
+        .for_each(|((out, q), (row, context))| {
+            SCRATCH.with_borrow_mut(|s| {
+                let len = row.pos + 1;
+                let context = match context {
+                    Some(r) => &shared[r],
+                    None => {
+                        s.context.gather(cache, layer, row.block_table, len);
+                        &s.context
+                    }
+                };
+                let Scratch { scores, pv, .. } = s;
+                attend::<T>(context, len, q, shape, row.order, scores, pv, out);
+            })
+        });
+}
+
+fma_fn! {
+    /// One token's attention (all its query heads) over positions `0..len` of `context`. The
+    /// heads that share a KV head are done together, so each K and V row is read once.
+    ///
+    /// As llama.cpp: the products with K and V are taken in the cache's precision (`q` is
+    /// rounded to it, and the softmax weights are rounded here), summed in `order`, position `p`
+    /// in lane `p % 16`.
+    #[allow(clippy::too_many_arguments)]
+    fn attend<T: KvElem>(
+        context: &Context,
+        len: usize,
+        q: &[f32],
+        shape: Heads,
+        order: Order,
+        scores: &mut Vec<f32>,
+        pv: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        let Heads { heads, kv_heads, head_dim: hd } = shape;
+        let group = heads / kv_heads;
+        let width = kv_heads * hd;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let per_head = order.slots() * 16 * hd;
+        // scores[h_in_group * len + p]
+        scores.resize(group * len, 0.0);
+        for g in 0..kv_heads {
+            for (p, k) in head_rows(&context.k, len, width, g * hd, hd).enumerate() {
+                for j in 0..group {
+                    let h = g * group + j;
+                    let qh = &q[h * hd..(h + 1) * hd];
+                    scores[j * len + p] = ggml::dot(qh, k, order) * scale;
+                }
+            }
+            for j in 0..group {
+                ggml::softmax(&mut scores[j * len..(j + 1) * len]);
+            }
+            T::round(scores);
+            pv.clear();
+            pv.resize(group * per_head, 0.0);
+            for (p, v) in head_rows(&context.v, len, width, g * hd, hd).enumerate() {
+                let lane = (p / 16) % order.slots() * 16 + p % 16;
+                for j in 0..group {
+                    let at = j * per_head + lane * hd;
+                    let w = scores[j * len + p];
+                    for (acc, v) in pv[at..at + hd].iter_mut().zip(v) {
+                        *acc = w.mul_add(*v, *acc);
+                    }
+                }
+            }
+            for j in 0..group {
+                let sums = &pv[j * per_head..(j + 1) * per_head];
+                let h = g * group + j;
+                for (d, o) in out[h * hd..(h + 1) * hd].iter_mut().enumerate() {
+                    *o = order.finish(|slot, l| sums[(slot * 16 + l) * hd + d]);
+                }
+            }
+        }
+    }
+}
+
+/// The `hd` values at `offset` of each of the first `len` rows of `width` in `m`.
+#[inline(always)]
+fn head_rows(
+    m: &[f32],
+    len: usize,
+    width: usize,
+    offset: usize,
+    hd: usize,
+) -> impl Iterator<Item = &[f32]> {
+    m[..len * width]
+        .chunks_exact(width)
+        .map(move |row| &row[offset..offset + hd])
+}
