@@ -136,14 +136,8 @@ impl SequenceSampler {
     /// records it.
     pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
         self.apply_penalties(logits);
-        let token = if self.greedy {
-            argmax(logits)
-        } else {
-            let u = self.rng.next_f64();
-            self.sample_random(logits, u)
-        };
-        self.record(token);
-        token
+        let u = self.next_u();
+        self.pick(logits, u)
     }
 
     /// The next token's draw for an executor that samples by itself, consuming the random
@@ -152,27 +146,38 @@ impl SequenceSampler {
         if self.repetition.is_some() || self.output_penalties {
             return None;
         }
+        let u = self.next_u();
         let o = &self.options;
         Some(Draw {
             temperature: if self.greedy { 0.0 } else { o.temperature },
             top_k: o.top_k,
             top_p: o.top_p,
             min_p: o.min_p,
-            u: if self.greedy {
-                0.0
-            } else {
-                self.rng.next_f64()
-            },
+            u,
         })
     }
 
     /// `sample` with a draw already taken by `next_draw` (the executor gave logits after all),
     /// and records the token.
     pub fn sample_drawn(&mut self, logits: &mut [f32], draw: &Draw) -> u32 {
+        self.pick(logits, draw.u)
+    }
+
+    /// The uniform number of the next token: one draw of the stream, none when greedy.
+    fn next_u(&mut self) -> f64 {
+        if self.greedy {
+            0.0
+        } else {
+            self.rng.next_f64()
+        }
+    }
+
+    /// Greedy or random choice from penalized logits with the draw `u`, recorded.
+    fn pick(&mut self, logits: &mut [f32], u: f64) -> u32 {
         let token = if self.greedy {
             argmax(logits)
         } else {
-            self.sample_random(logits, draw.u)
+            self.sample_random(logits, u)
         };
         self.record(token);
         token

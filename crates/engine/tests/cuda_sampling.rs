@@ -127,18 +127,11 @@ fn gpu_draws_follow_the_filtered_distribution() {
             );
         }
     }
-    let greedy = Draw {
-        temperature: 0.0,
-        top_k: 0,
-        top_p: 1.0,
-        min_p: 0.0,
-        u: 0.0,
-    };
     let argmax = (0..logits.len())
         .max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a)))
         .unwrap();
     match ex
-        .execute(&step(&prompt, &table, Some(greedy)))
+        .execute(&step(&prompt, &table, Some(Draw::GREEDY)))
         .unwrap()
         .samples
     {

@@ -44,6 +44,25 @@ pub struct Draw {
     pub u: f64,
 }
 
+impl Draw {
+    /// The argmax, ties to the lowest id.
+    pub const GREEDY: Draw = Draw {
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        u: 0.0,
+    };
+}
+
+impl SeqStep<'_> {
+    /// Whether the step yields a token for this sequence: it asks for one and computes at least
+    /// one position.
+    pub fn sampled(&self) -> bool {
+        self.sample && !self.new_tokens.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Batch<'a> {
     pub seqs: Vec<SeqStep<'a>>,

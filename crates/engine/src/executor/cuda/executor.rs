@@ -180,14 +180,7 @@ impl CudaExecutor {
     /// The step with greedy sampling on the GPU: the argmax token of each sampled row.
     pub fn greedy(&mut self, batch: &Batch<'_>) -> Result<Vec<u32>, ExecutorError> {
         let rows = self.run(batch)?;
-        let greedy = Draw {
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            u: 0.0,
-        };
-        self.sample_rows(&vec![greedy; rows])
+        self.sample_rows(&vec![Draw::GREEDY; rows])
     }
 
     /// One token per sampled row of the step just run, drawn on the GPU: only the ids come back.
@@ -227,7 +220,7 @@ impl Executor for CudaExecutor {
         let draws: Option<Vec<Draw>> = batch
             .seqs
             .iter()
-            .filter(|s| s.sample && !s.new_tokens.is_empty())
+            .filter(|s| s.sampled())
             .map(|s| s.draw)
             .collect();
         let samples = match draws {

@@ -105,22 +105,30 @@ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
     return r;
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+// `op` over a warp's values (xor butterfly); every lane gets the result.
+template <typename Op>
+__device__ __forceinline__ float warp_reduce(float v, Op op) {
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
 
-// Sum over a block of at most 1024 threads; every thread gets the total.
-__device__ float block_sum(float v) {
+__device__ __forceinline__ float add(float a, float b) { return a + b; }
+
+__device__ __forceinline__ float warp_sum(float v) { return warp_reduce(v, add); }
+
+// `op` over a block of at most 1024 threads (`identity` pads the missing warps); every thread
+// gets the result.
+template <typename Op>
+__device__ float block_reduce(float v, Op op, float identity) {
     __shared__ float partial[32];
     __shared__ float total;
-    v = warp_sum(v);
+    v = warp_reduce(v, op);
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     if (lane == 0) partial[warp] = v;
     __syncthreads();
     if (warp == 0) {
-        float w = lane < (blockDim.x + 31) / 32 ? partial[lane] : 0.0f;
-        w = warp_sum(w);
+        float w = lane < (blockDim.x + 31) / 32 ? partial[lane] : identity;
+        w = warp_reduce(w, op);
         if (lane == 0) total = w;
     }
     __syncthreads();
@@ -128,6 +136,8 @@ __device__ float block_sum(float v) {
     __syncthreads();
     return t;
 }
+
+__device__ float block_sum(float v) { return block_reduce(v, add, 0.0f); }
 
 // x[t] = table[tokens[t]] (the f32 residual stream). Grid: tokens.
 extern "C" __global__ void embed(const int* tokens, const bf16* table, float* x, int hidden) {

@@ -113,7 +113,7 @@ impl StepPlan {
                 );
                 seq_of.push(s as i32);
             }
-            if seq.sample && !seq.new_tokens.is_empty() {
+            if seq.sampled() {
                 rows.push(tokens.len() as i32 - 1);
             }
             max_ctx = max_ctx.max(end);

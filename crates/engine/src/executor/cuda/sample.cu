@@ -15,15 +15,7 @@
 #define BISECT 40
 
 __device__ float block_max(float v) {
-    __shared__ float partial[32];
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (lane == 0) partial[warp] = v;
-    __syncthreads();
-    float m = NEG_INF;
-    for (int w = 0; w < (blockDim.x + 31) / 32; w++) m = fmaxf(m, partial[w]);
-    __syncthreads();
-    return m;
+    return block_reduce(v, [](float a, float b) { return fmaxf(a, b); }, NEG_INF);
 }
 
 // The lowest index of the block whose `v` equals `best`.
