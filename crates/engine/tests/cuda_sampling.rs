@@ -86,6 +86,8 @@ fn gpu_draws_follow_the_filtered_distribution() {
         num_blocks: Some(8),
         max_batch_tokens: 64,
         max_seqs: 4,
+        graph_max_batch: 4,
+        max_context: 64,
     };
     let mut ex = CudaExecutor::new(WeightSource::Dummy(config), &options).expect("a GPU");
     let prompt = [5u32, 17, 42, 7];

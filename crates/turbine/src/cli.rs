@@ -52,6 +52,34 @@ pub enum EngineKind {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+/// CUDA graphs for decode steps (`--engine cuda`).
+#[derive(Args, Debug, Clone)]
+pub struct GraphArgs {
+    /// CUDA engine: run decode steps of up to `--cuda-graph-max-batch` sequences through CUDA
+    /// graphs, one per padded batch size (1, 2, 4, 8, then multiples of 8), captured on use.
+    #[arg(long, value_enum, default_value = "on", env = "TURBINE_CUDA_GRAPHS")]
+    pub cuda_graphs: OnOff,
+    /// CUDA engine: the largest decode batch run through a graph (at most --max-num-seqs).
+    #[arg(long, default_value_t = 256, env = "TURBINE_CUDA_GRAPH_MAX_BATCH")]
+    pub cuda_graph_max_batch: usize,
+}
+
+impl GraphArgs {
+    /// The executor's `graph_max_batch`: 0 where graphs are off.
+    pub fn max_batch(&self) -> usize {
+        match self.cuda_graphs {
+            OnOff::On => self.cuda_graph_max_batch,
+            OnOff::Off => 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LoadFormat {
     /// The model's weights (GGUF or safetensors).
     Auto,
@@ -85,6 +113,8 @@ pub struct ServeArgs {
     /// CUDA engine: share of each GPU's memory to use, weights and KV cache together.
     #[arg(long, default_value_t = 0.9, env = "TURBINE_GPU_MEMORY_UTILIZATION")]
     pub gpu_memory_utilization: f64,
+    #[command(flatten)]
+    pub graphs: GraphArgs,
     #[arg(long, value_enum, default_value = "auto", env = "TURBINE_LOAD_FORMAT")]
     pub load_format: LoadFormat,
     /// CPU engine: memory for each worker's KV cache, in GiB.
@@ -485,6 +515,10 @@ pub struct GpuBenchArgs {
     pub gpu_memory_utilization: f64,
     #[arg(long, default_value_t = 16)]
     pub block_size: usize,
+    /// Decode rows with CUDA graphs on, off, or both (`on,off`: each row timed both ways, one
+    /// after the other, in the same process).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "on")]
+    pub cuda_graphs: Vec<OnOff>,
 }
 
 #[derive(Args, Debug)]
@@ -501,6 +535,9 @@ pub struct GenerateArgs {
     pub max_tokens: usize,
     #[arg(long, default_value_t = 16)]
     pub block_size: usize,
+    /// CUDA engine: decode steps through CUDA graphs.
+    #[arg(long, value_enum, default_value = "on")]
+    pub cuda_graphs: OnOff,
     /// Where to write the JSON result.
     #[arg(long)]
     pub out: PathBuf,

@@ -2,7 +2,7 @@
 //! alone, then all of them as one batch; the JSON result holds the tokens of both runs and every
 //! step's logits from the lone runs, for comparison against a reference implementation.
 
-use crate::cli::{EngineKind, GenerateArgs, LoadFormat};
+use crate::cli::{EngineKind, GenerateArgs, LoadFormat, OnOff};
 use crate::serve::weight_source;
 use anyhow::{Context, bail};
 use std::sync::Arc;
@@ -37,6 +37,11 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
                 num_blocks: Some(num_blocks),
                 max_batch_tokens: prompts.iter().map(Vec::len).sum(),
                 max_seqs: prompts.len(),
+                graph_max_batch: match args.cuda_graphs {
+                    OnOff::On => usize::MAX,
+                    OnOff::Off => 0,
+                },
+                max_context: longest,
             };
             let source = weight_source(&args.model, LoadFormat::Auto)?;
             Box::new(CudaExecutor::new(source, &options)?)

@@ -1,9 +1,10 @@
 //! `turbine gpu-bench`: times the CUDA executor without a server. Decode rows run `batch`
 //! sequences at `context` tokens each (their KV blocks allocated, not filled: timing needs only
 //! the reads) with greedy sampling on the GPU; prefill rows run one sequence of `n` tokens. Each
-//! row prints one JSON line; rows that do not fit in GPU memory say so.
+//! row prints one JSON line; rows that do not fit in GPU memory say so. With `--cuda-graphs
+//! on,off` each decode row is timed with and without CUDA graphs, one after the other.
 
-use crate::cli::GpuBenchArgs;
+use crate::cli::{GpuBenchArgs, OnOff};
 use crate::serve::weight_source;
 use serde_json::json;
 use std::time::Instant;
@@ -20,6 +21,12 @@ pub fn run(args: GpuBenchArgs) -> anyhow::Result<()> {
         num_blocks: None,
         max_batch_tokens: longest_prefill.max(args.batch.iter().copied().max().unwrap_or(1)),
         max_seqs: args.batch.iter().copied().max().unwrap_or(1),
+        graph_max_batch: if args.cuda_graphs.contains(&OnOff::On) {
+            args.batch.iter().copied().max().unwrap_or(1)
+        } else {
+            0
+        },
+        max_context: args.context.iter().copied().max().unwrap_or(0) + args.steps + 3,
     };
     let started = Instant::now();
     let mut ex = CudaExecutor::new(source, &options)?;
@@ -77,45 +84,49 @@ pub fn run(args: GpuBenchArgs) -> anyhow::Result<()> {
             let tables: Vec<Vec<u32>> = (0..batch)
                 .map(|i| ((i * per_seq) as u32..((i + 1) * per_seq) as u32).collect())
                 .collect();
-            let mut last: Vec<Vec<u32>> = vec![vec![1]; batch];
-            let mut times = Vec::new();
-            for s in 0..args.steps.max(1) + 2 {
-                let b = Batch {
-                    seqs: (0..batch)
-                        .map(|i| SeqStep {
-                            start: context + s,
-                            new_tokens: &last[i],
-                            block_table: &tables[i],
-                            sample: true,
-                            all_tokens: &last[i],
-                            prompt_len: context,
-                            draw: None,
-                        })
-                        .collect(),
-                };
-                let t0 = Instant::now();
-                let next = ex.greedy(&b)?;
-                let dt = t0.elapsed().as_secs_f64();
-                if s >= 2 {
-                    times.push(dt);
+            for &graphs in &args.cuda_graphs {
+                ex.set_graphs(graphs == OnOff::On);
+                let mut last: Vec<Vec<u32>> = vec![vec![1]; batch];
+                let mut times = Vec::new();
+                for s in 0..args.steps.max(1) + 2 {
+                    let b = Batch {
+                        seqs: (0..batch)
+                            .map(|i| SeqStep {
+                                start: context + s,
+                                new_tokens: &last[i],
+                                block_table: &tables[i],
+                                sample: true,
+                                all_tokens: &last[i],
+                                prompt_len: context,
+                                draw: None,
+                            })
+                            .collect(),
+                    };
+                    let t0 = Instant::now();
+                    let next = ex.greedy(&b)?;
+                    let dt = t0.elapsed().as_secs_f64();
+                    if s >= 2 {
+                        times.push(dt);
+                    }
+                    // Random-weight argmaxes can leave the vocabulary's range only through NaN; keep ids valid.
+                    last = next
+                        .into_iter()
+                        .map(|t| vec![t.min(ex.config().vocab as u32 - 1)])
+                        .collect();
                 }
-                // Random-weight argmaxes can leave the vocabulary's range only through NaN; keep ids valid.
-                last = next
-                    .into_iter()
-                    .map(|t| vec![t.min(ex.config().vocab as u32 - 1)])
-                    .collect();
+                times.sort_by(f64::total_cmp);
+                let median = times[times.len() / 2];
+                let kv = batch * (context + args.steps / 2) * ex.kv_bytes_per_token();
+                println!(
+                    "{}",
+                    json!({
+                        "kind": "decode", "batch": batch, "context": context, "step_ms": median * 1e3,
+                        "graphs": graphs == OnOff::On,
+                        "weight_bytes": ex.weight_bytes(), "kv_bytes": kv,
+                        "gbps": (ex.weight_bytes() + kv) as f64 / median / 1e9,
+                    })
+                );
             }
-            times.sort_by(f64::total_cmp);
-            let median = times[times.len() / 2];
-            let kv = batch * (context + args.steps / 2) * ex.kv_bytes_per_token();
-            println!(
-                "{}",
-                json!({
-                    "kind": "decode", "batch": batch, "context": context, "step_ms": median * 1e3,
-                    "weight_bytes": ex.weight_bytes(), "kv_bytes": kv,
-                    "gbps": (ex.weight_bytes() + kv) as f64 / median / 1e9,
-                })
-            );
         }
     }
     Ok(())

@@ -242,6 +242,8 @@ async fn start_workers(
                             num_blocks: args.engine_args.num_blocks,
                             max_batch_tokens: config.max_num_batched_tokens,
                             max_seqs: config.max_num_seqs,
+                            graph_max_batch: args.graphs.max_batch(),
+                            max_context: config.max_model_len,
                         };
                         let weights = weights.clone();
                         let executor = tokio::task::spawn_blocking(move || {

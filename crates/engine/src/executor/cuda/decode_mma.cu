@@ -31,8 +31,8 @@ __device__ __forceinline__ unsigned word(uint4 v, int i) {
 extern "C" __global__ void __launch_bounds__(MMA_ITEMS * 32)
 decode_attention_mma(const bf16* q, const bf16* k_cache, const bf16* v_cache, const int* pos,
                      const int* seq_of, const int* block_tables, const int* token_list,
-                     int max_blocks, int heads, int kv_heads, int splits, float scale_log2,
-                     bf16* out, float* part_acc, float* part_ml, int tokens) {
+                     int max_blocks, int heads, int kv_heads, int splits, int min_keys,
+                     float scale_log2, bf16* out, float* part_acc, float* part_ml, int tokens) {
     pdl_start();
     int item = blockIdx.x * MMA_ITEMS + threadIdx.x / 32;
     if (item >= tokens * kv_heads * splits) return;
@@ -40,8 +40,9 @@ decode_attention_mma(const bf16* q, const bf16* k_cache, const bf16* v_cache, co
     int t = token_list[listed];
     int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
     int ctx = pos[t] + 1;
-    int chunk = (ctx + splits - 1) / splits;
+    int chunk = split_chunk(ctx, splits, min_keys);
     int begin = split * chunk, end = min(ctx, begin + chunk);
+    if (begin >= end) return;  // decode_merge reads only the splits that hold keys
     const int* table = block_tables + (size_t)seq_of[t] * max_blocks;
 
     // Q: row g is head kvh·GROUP + g (zero past GROUP).
@@ -69,7 +70,7 @@ decode_attention_mma(const bf16* q, const bf16* k_cache, const bf16* v_cache, co
             }
         }
     };
-    if (begin < end) load(begin, kr, vr);
+    load(begin, kr, vr);
     for (int k0 = begin; k0 < end; k0 += 16) {
         uint4 nk[2][DJ], nv[2][DJ];
         if (k0 + 16 < end) load(k0 + 16, nk, nv);

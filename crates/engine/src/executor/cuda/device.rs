@@ -5,6 +5,7 @@ use super::libs;
 use cudarc::cublas::sys as cublas;
 use cudarc::driver::sys::{self as cu, CUdevice_attribute, CUdeviceptr};
 use cudarc::driver::{CudaContext, result};
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::sync::Arc;
 
@@ -40,10 +41,18 @@ impl Drop for DeviceBuffer {
     }
 }
 
+/// cuBLAS's workspace, set on the handle so that GEMMs never allocate (a condition of capturing
+/// them in a CUDA graph); Hopper's default size.
+pub const BLAS_WORKSPACE: usize = 32 << 20;
+
 pub struct Gpu {
+    /// Held for the handle, which uses it until dropped.
+    _blas_workspace: DeviceBuffer,
     pub ctx: Arc<CudaContext>,
     stream: cu::CUstream,
     blas: cublas::cublasHandle_t,
+    /// Whether kernels are launched as programmatic dependents (sm_90 and later; see `launch`).
+    pdl: Cell<bool>,
     pub name: String,
     pub arch: (i32, i32),
     pub sms: u32,
@@ -84,10 +93,23 @@ impl Gpu {
         check("cublasSetStream", unsafe {
             cudarc::cublas::result::set_stream(blas, stream as _)
         })?;
+        let blas_workspace = DeviceBuffer {
+            // SAFETY: a plain allocation.
+            ptr: unsafe { result::malloc_sync(BLAS_WORKSPACE) }
+                .map_err(|e| format!("cuBLAS workspace: {e:?}"))?,
+            bytes: BLAS_WORKSPACE,
+        };
+        // SAFETY: the workspace outlives the handle (dropped after `Drop::drop` destroys it).
+        let status = unsafe {
+            cublas::cublasSetWorkspace_v2(blas, blas_workspace.ptr as *mut c_void, BLAS_WORKSPACE)
+        };
+        check("cublasSetWorkspace", status.result())?;
         Ok(Self {
+            _blas_workspace: blas_workspace,
             ctx,
             stream,
             blas,
+            pdl: Cell::new(arch.0 >= 9),
             name,
             arch,
             sms,
@@ -136,6 +158,46 @@ impl Gpu {
             result::memcpy_htod_async(buf.ptr, data, self.stream)
         })?;
         Ok(())
+    }
+
+    /// Copies `rows` rows of `cols` elements from `data` (rows packed) to `dst`, whose rows are
+    /// `pitch` elements apart, in stream order.
+    pub fn copy_rows_to<T: Copy>(
+        &self,
+        dst: CUdeviceptr,
+        data: &[T],
+        (rows, cols, pitch): (usize, usize, usize),
+    ) -> GpuResult<()> {
+        let size = std::mem::size_of::<T>();
+        if data.len() < rows * cols || cols > pitch {
+            return Err(format!("{rows} × {cols} of {} elements", data.len()));
+        }
+        if rows * cols == 0 {
+            return Ok(());
+        }
+        let copy = cu::CUDA_MEMCPY2D {
+            srcXInBytes: 0,
+            srcY: 0,
+            srcMemoryType: cu::CUmemorytype::CU_MEMORYTYPE_HOST,
+            srcHost: data.as_ptr().cast(),
+            srcDevice: 0,
+            srcArray: std::ptr::null_mut(),
+            srcPitch: cols * size,
+            dstXInBytes: 0,
+            dstY: 0,
+            dstMemoryType: cu::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+            dstHost: std::ptr::null_mut(),
+            dstDevice: dst,
+            dstArray: std::ptr::null_mut(),
+            dstPitch: pitch * size,
+            WidthInBytes: cols * size,
+            Height: rows,
+        };
+        // SAFETY: the source holds rows × cols elements; the caller's destination holds rows
+        // rows of `pitch` elements. Pageable memory is staged before the call returns.
+        check("cuMemcpy2DAsync", unsafe {
+            cu::cuMemcpy2DAsync_v2(&copy, self.stream).result()
+        })
     }
 
     /// Waits for the stream, then copies the start of `buf` into `out`.
@@ -206,7 +268,7 @@ impl Gpu {
             sharedMemBytes: shared,
             hStream: self.stream,
             attrs: &mut pdl,
-            numAttrs: u32::from(self.arch.0 >= 9),
+            numAttrs: u32::from(self.pdl.get()),
         };
         // SAFETY: the caller vouches for `f` and `args`; the config outlives the call.
         unsafe {
@@ -214,6 +276,20 @@ impl Gpu {
                 .result()
                 .map_err(|e| format!("cuLaunchKernelEx: {e:?}"))
         }
+    }
+
+    pub fn stream(&self) -> cu::CUstream {
+        self.stream
+    }
+
+    /// Whether kernels are launched as programmatic dependents: on where the GPU has them,
+    /// unless turned off (a graph captured without them).
+    pub fn pdl(&self) -> bool {
+        self.pdl.get()
+    }
+
+    pub fn set_pdl(&self, on: bool) {
+        self.pdl.set(on && self.arch.0 >= 9);
     }
 
     /// Blocks of `f` (with `block` threads and `shared` bytes of dynamic shared memory) that fit

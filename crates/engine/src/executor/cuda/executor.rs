@@ -5,6 +5,7 @@
 use super::compile::Compiler;
 use super::device::Gpu;
 use super::forward::{self, Scratch, activation_bytes_per_token, ensure};
+use super::graphs::DecodeGraphs;
 use super::kernels::Kernels;
 use super::kv_cache::{GpuKvCache, blocks_that_fit, bytes_per_block};
 use super::plan::StepPlan;
@@ -35,10 +36,18 @@ pub struct CudaOptions {
     pub max_batch_tokens: usize,
     /// Most sequences in one step (sizes the logits reserve).
     pub max_seqs: usize,
+    /// Decode steps of up to this many sequences run through CUDA graphs (`graphs`), padded to
+    /// at most what `max_seqs` sequences need; 0: none.
+    pub graph_max_batch: usize,
+    /// The longest context a sequence may reach, in tokens: the block-table width of the graphs.
+    pub max_context: usize,
 }
 
 // Field order is drop order: device memory goes before the GPU context.
 pub struct CudaExecutor {
+    graphs: Option<DecodeGraphs>,
+    /// Whether decode steps use `graphs` (benchmarks compare both in one process).
+    use_graphs: bool,
     scratch: Scratch,
     cache: GpuKvCache,
     weights: Weights,
@@ -83,6 +92,19 @@ impl CudaExecutor {
         }
         .map_err(failed)?;
         gpu.sync().map_err(failed)?;
+        let graphs = DecodeGraphs::new(
+            options.graph_max_batch,
+            options.max_seqs,
+            options.max_context,
+            options.block_size,
+        );
+        let model = forward::Model {
+            gpu: &gpu,
+            kernels: &kernels,
+            config: &config,
+            weights: &weights,
+        };
+        let graph_bytes = graphs.as_ref().map_or(0, |g| g.reserve_bytes(&model));
         let kv_width = config.kv_heads * config.head_dim;
         let num_blocks = match options.num_blocks {
             Some(n) => n,
@@ -90,6 +112,7 @@ impl CudaExecutor {
                 let (free, total) = gpu.memory().map_err(failed)?;
                 let reserve = options.max_batch_tokens * activation_bytes_per_token(&shapes)
                     + options.max_seqs * config.vocab * 4
+                    + graph_bytes
                     + (1 << 30);
                 let per_block = bytes_per_block(config.layers, options.block_size, kv_width);
                 blocks_that_fit(
@@ -114,9 +137,13 @@ impl CudaExecutor {
             arch = ?gpu.arch,
             nvrtc = ?compiler.version(),
             num_blocks,
+            graph_sizes = graphs.as_ref().map_or(0, DecodeGraphs::len),
+            graph_mib = graph_bytes >> 20,
             "CUDA executor ready"
         );
         Ok(Self {
+            use_graphs: graphs.is_some(),
+            graphs,
             scratch: Scratch::default(),
             cache,
             weights,
@@ -153,6 +180,46 @@ impl CudaExecutor {
         &self.gpu.name
     }
 
+    /// Turns decode steps through CUDA graphs on or off (on needs `graph_max_batch` > 0).
+    pub fn set_graphs(&mut self, on: bool) {
+        self.use_graphs = on && self.graphs.is_some();
+    }
+
+    /// CUDA graphs captured so far.
+    pub fn graphs_captured(&self) -> usize {
+        self.graphs.as_ref().map_or(0, DecodeGraphs::captured)
+    }
+
+    /// Runs a decode step through a CUDA graph where one takes it, with one draw per sequence,
+    /// and returns the tokens; None where the step runs without graphs.
+    fn replay(
+        &mut self,
+        batch: &Batch<'_>,
+        draws: &[Draw],
+    ) -> Result<Option<Vec<u32>>, ExecutorError> {
+        let graphs = match self.graphs.as_mut() {
+            Some(g) if self.use_graphs => g,
+            _ => return Ok(None),
+        };
+        let Some(shape) = graphs.shape_for(batch) else {
+            return Ok(None);
+        };
+        self.gpu.bind().map_err(failed)?;
+        let (vocab, blocks) = (self.config.vocab, self.cache.num_blocks);
+        let plan = StepPlan::padded(batch, vocab, self.block_size, blocks, shape)
+            .map_err(ExecutorError::Failed)?;
+        let model = forward::Model {
+            gpu: &self.gpu,
+            kernels: &self.kernels,
+            config: &self.config,
+            weights: &self.weights,
+        };
+        let tokens = graphs
+            .run(&model, &self.cache, &plan, draws)
+            .map_err(failed)?;
+        Ok(Some(tokens))
+    }
+
     /// Runs the step's forward pass; returns how many rows were sampled.
     fn run(&mut self, batch: &Batch<'_>) -> Result<usize, ExecutorError> {
         self.gpu.bind().map_err(failed)?;
@@ -179,6 +246,9 @@ impl CudaExecutor {
 
     /// The step with greedy sampling on the GPU: the argmax token of each sampled row.
     pub fn greedy(&mut self, batch: &Batch<'_>) -> Result<Vec<u32>, ExecutorError> {
+        if let Some(tokens) = self.replay(batch, &vec![Draw::GREEDY; batch.seqs.len()])? {
+            return Ok(tokens);
+        }
         let rows = self.run(batch)?;
         self.sample_rows(&vec![Draw::GREEDY; rows])
     }
@@ -214,22 +284,34 @@ impl CudaExecutor {
 
 impl Executor for CudaExecutor {
     /// Samples on the GPU when every sampled sequence comes with its draw; otherwise (penalties)
-    /// copies the logits back for the engine's sampler.
+    /// copies the logits back for the engine's sampler. Decode steps run through a CUDA graph where one takes them (greedy for the graph's own
+    /// sampling when the logits come back).
     fn execute(&mut self, batch: &Batch<'_>) -> Result<StepOutput, ExecutorError> {
-        let rows = self.run(batch)?;
         let draws: Option<Vec<Draw>> = batch
             .seqs
             .iter()
             .filter(|s| s.sampled())
             .map(|s| s.draw)
             .collect();
-        let samples = match draws {
-            Some(draws) => Samples::Tokens(self.sample_rows(&draws)?),
-            None => {
+        let graph_draws = draws
+            .clone()
+            .unwrap_or_else(|| vec![Draw::GREEDY; batch.seqs.len()]);
+        let replayed = self.replay(batch, &graph_draws)?;
+        let rows = match replayed {
+            Some(_) => batch.seqs.len(),
+            None => self.run(batch)?,
+        };
+        let samples = match (draws, replayed) {
+            (Some(_), Some(tokens)) => Samples::Tokens(tokens),
+            (Some(draws), None) => Samples::Tokens(self.sample_rows(&draws)?),
+            (None, replayed) => {
                 let vocab = self.config.vocab;
                 let mut logits = vec![0f32; rows * vocab];
                 if rows > 0 {
-                    let src = self.scratch.logits.as_ref().map_or(0, |b| b.ptr());
+                    let src = match (&replayed, &self.graphs) {
+                        (Some(_), Some(graphs)) => graphs.logits(),
+                        _ => self.scratch.logits.as_ref().map_or(0, |b| b.ptr()),
+                    };
                     self.gpu.copy_from(src, &mut logits).map_err(failed)?;
                 } else {
                     self.gpu.sync().map_err(failed)?;
@@ -267,6 +349,8 @@ mod tests {
             num_blocks: None,
             max_batch_tokens: 256,
             max_seqs: 8,
+            graph_max_batch: 8,
+            max_context: 1024,
         };
         if let Err(err) = CudaExecutor::new(WeightSource::Dummy(config), &options) {
             assert!(err.to_string().contains("CUDA"), "{err}");

@@ -48,6 +48,87 @@ pub fn activation_bytes_per_token(s: &Shapes) -> usize {
     4 * s.hidden + 2 * (2 * s.hidden + s.qkv + 2 * s.q + 3 * s.inter) + 5 * 4
 }
 
+/// Pointers of the activation buffers of one step.
+struct Activations {
+    x: u64,
+    h: u64,
+    qkv: u64,
+    q: u64,
+    attn: u64,
+    proj: u64,
+    gate_up: u64,
+    act: u64,
+    part_acc: u64,
+    part_ml: u64,
+}
+
+impl Scratch {
+    /// The activation buffers for `t` tokens and `partials` attention partials.
+    fn activations(
+        &mut self,
+        gpu: &Gpu,
+        c: &ModelConfig,
+        t: usize,
+        partials: usize,
+    ) -> GpuResult<Activations> {
+        let sh = Shapes::of(c);
+        Ok(Activations {
+            x: ensure(gpu, &mut self.x, t * sh.hidden * 4)?,
+            h: ensure(gpu, &mut self.h, t * sh.hidden * 2)?,
+            qkv: ensure(gpu, &mut self.qkv, t * sh.qkv * 2)?,
+            q: ensure(gpu, &mut self.q, t * sh.q * 2)?,
+            attn: ensure(gpu, &mut self.attn, t * sh.q * 2)?,
+            proj: ensure(gpu, &mut self.proj, t * sh.hidden * 2)?,
+            gate_up: ensure(gpu, &mut self.gate_up, t * 2 * sh.inter * 2)?,
+            act: ensure(gpu, &mut self.act, t * sh.inter * 2)?,
+            part_acc: ensure(gpu, &mut self.part_acc, partials * c.head_dim * 4)?,
+            part_ml: ensure(gpu, &mut self.part_ml, partials * 2 * 4)?,
+        })
+    }
+
+    /// Allocates every buffer for steps of up to `t` tokens (all sampled), `meta` metadata
+    /// elements and `partials` attention partials, so that such steps never reallocate one: a
+    /// CUDA graph keeps the pointers it was captured with.
+    pub fn reserve(
+        &mut self,
+        gpu: &Gpu,
+        c: &ModelConfig,
+        t: usize,
+        meta: usize,
+        partials: usize,
+    ) -> GpuResult<()> {
+        self.activations(gpu, c, t, partials)?;
+        ensure(gpu, &mut self.meta, meta * 4)?;
+        ensure(gpu, &mut self.logits, t * c.vocab * 4)?;
+        ensure(gpu, &mut self.params, t * 5 * 4)?;
+        ensure(gpu, &mut self.tokens, t * 4)?;
+        Ok(())
+    }
+
+    /// An upper bound of what `reserve` allocates (each buffer rounded up to a power of two).
+    pub fn reserve_bytes(c: &ModelConfig, t: usize, meta: usize, partials: usize) -> usize {
+        let sh = Shapes::of(c);
+        let exact = t * activation_bytes_per_token(&sh)
+            + partials * (c.head_dim + 2) * 4
+            + meta * 4
+            + t * (c.vocab + 6) * 4;
+        2 * exact
+    }
+}
+
+/// Copies the step's metadata to the device (`s.meta`), the block tables to their rows.
+pub fn upload(gpu: &Gpu, plan: &StepPlan, s: &mut Scratch) -> GpuResult<()> {
+    let meta = ensure(gpu, &mut s.meta, plan.device_len() * 4)?;
+    let buf = s.meta.as_ref().ok_or("no metadata buffer")?;
+    if plan.table_cols == plan.max_blocks {
+        return gpu.copy_to(buf, &plan.packed);
+    }
+    let (head, tables) = plan.packed.split_at(plan.block_tables());
+    gpu.copy_to(buf, head)?;
+    let shape = (plan.seqs, plan.table_cols, plan.max_blocks);
+    gpu.copy_rows_to(meta + 4 * head.len() as u64, tables, shape)
+}
+
 pub struct Model<'a> {
     pub gpu: &'a Gpu,
     pub kernels: &'a Kernels,
@@ -56,35 +137,65 @@ pub struct Model<'a> {
 }
 
 impl Model<'_> {
-    /// Runs the step, leaving `plan.sampled` rows of f32 logits in `s.logits`.
+    /// Attention partials (token × head × split) a step of `decode` decode tokens keeps, its
+    /// splits chosen for contexts of up to `max_ctx`.
+    pub fn partials(&self, decode: usize, max_ctx: usize) -> usize {
+        let splits = self.splits(decode, max_ctx);
+        if splits > 1 {
+            decode * self.config.heads * splits
+        } else {
+            1
+        }
+    }
+
+    fn splits(&self, decode: usize, max_ctx: usize) -> usize {
+        let c = self.config;
+        let (heads, kv_heads) = (c.heads as i32, c.kv_heads as i32);
+        let shape = AttnShape {
+            heads,
+            kv_heads,
+            max_blocks: 0,
+        };
+        let (gpu, k) = (self.gpu, self.kernels);
+        k.decode_splits(gpu, decode, &shape, max_ctx, MAX_PARTIALS)
+    }
+
+    fn shape(&self, plan: &StepPlan) -> AttnShape {
+        AttnShape {
+            heads: self.config.heads as i32,
+            kv_heads: self.config.kv_heads as i32,
+            max_blocks: plan.max_blocks as i32,
+        }
+    }
+
+    /// Uploads the step's metadata and runs it (`launch`).
     pub fn forward(&self, plan: &StepPlan, cache: &GpuKvCache, s: &mut Scratch) -> GpuResult<()> {
+        upload(self.gpu, plan, s)?;
+        self.launch(plan, cache, s)
+    }
+
+    /// Runs the step whose metadata is in `s.meta`, leaving `plan.sampled` rows of f32 logits
+    /// in `s.logits`. It only launches work (no copies, no waits), so it can be captured.
+    pub fn launch(&self, plan: &StepPlan, cache: &GpuKvCache, s: &mut Scratch) -> GpuResult<()> {
         let (gpu, k, c, w) = (self.gpu, self.kernels, self.config, self.weights);
         let sh = Shapes::of(c);
         let t = plan.tokens;
-        let meta = ensure(gpu, &mut s.meta, plan.packed.len() * 4)?;
-        gpu.copy_to(s.meta.as_ref().ok_or("no metadata buffer")?, &plan.packed)?;
+        let meta = ensure(gpu, &mut s.meta, plan.device_len() * 4)?;
         let at = |offset: usize| meta + 4 * offset as u64;
-        let x = ensure(gpu, &mut s.x, t * sh.hidden * 4)?;
-        let h = ensure(gpu, &mut s.h, t * sh.hidden * 2)?;
-        let qkv = ensure(gpu, &mut s.qkv, t * sh.qkv * 2)?;
-        let q = ensure(gpu, &mut s.q, t * sh.q * 2)?;
-        let attn = ensure(gpu, &mut s.attn, t * sh.q * 2)?;
-        let proj = ensure(gpu, &mut s.proj, t * sh.hidden * 2)?;
-        let gate_up = ensure(gpu, &mut s.gate_up, t * 2 * sh.inter * 2)?;
-        let act = ensure(gpu, &mut s.act, t * sh.inter * 2)?;
-        let shape = AttnShape {
-            heads: c.heads as i32,
-            kv_heads: c.kv_heads as i32,
-            max_blocks: plan.max_blocks as i32,
-        };
-        let splits = k.decode_splits(gpu, plan.decode, &shape, plan.max_ctx, MAX_PARTIALS);
-        let partials = if splits > 1 {
-            plan.decode * c.heads * splits
-        } else {
-            1
-        };
-        let part_acc = ensure(gpu, &mut s.part_acc, partials * c.head_dim * 4)?;
-        let part_ml = ensure(gpu, &mut s.part_ml, partials * 2 * 4)?;
+        let shape = self.shape(plan);
+        let splits = self.splits(plan.decode, plan.max_ctx);
+        let Activations {
+            x,
+            h,
+            qkv,
+            q,
+            attn,
+            proj,
+            gate_up,
+            act,
+            part_acc,
+            part_ml,
+        } = s.activations(gpu, c, t, self.partials(plan.decode, plan.max_ctx))?;
         let interleaved = c.rope_style == RopeStyle::Interleaved;
         let opt = |b: &Option<DeviceBuffer>| b.as_ref().map_or(0, DeviceBuffer::ptr);
 

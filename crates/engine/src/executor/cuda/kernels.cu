@@ -205,6 +205,8 @@ extern "C" __global__ void qkv_post(const bf16* qkv, const bf16* bias, const bf1
         q[b] = f2bf(rb);
         return;
     }
+    // A negative slot: a padding row of a CUDA graph's batch, which writes nothing.
+    if (slots[t] < 0) return;
     int g = h - heads;
     size_t dst = ((size_t)slots[t] * kv_heads + g) * HEAD_DIM;
     k_cache[dst + a] = f2bf(ra);
@@ -217,6 +219,14 @@ extern "C" __global__ void qkv_post(const bf16* qkv, const bf16* bias, const bf1
     }
     v_cache[dst + a] = f2bf(va);
     v_cache[dst + b] = f2bf(vb);
+}
+
+// The keys of split `split` of a token's `ctx`, dealt to `splits` chunks of at least `min_keys`:
+// the later splits of a short context are empty. The split count can then come from a bound on
+// the context (a CUDA graph's grid) and still give each token the same chunks as one chosen
+// from its own length.
+__device__ __forceinline__ int split_chunk(int ctx, int splits, int min_keys) {
+    return max(min_keys, (ctx + splits - 1) / splits);
 }
 
 #define ATTN_WARPS 4
@@ -244,7 +254,7 @@ extern "C" __global__ void qkv_post(const bf16* qkv, const bf16* bias, const bf1
 extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32)
 decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const int* pos,
                  const int* seq_of, const int* block_tables, const int* token_list, int max_blocks,
-                 int heads, int kv_heads, int splits, float scale_log2, bf16* out,
+                 int heads, int kv_heads, int splits, int min_keys, float scale_log2, bf16* out,
                  float* part_acc, float* part_ml) {
     pdl_start();
     int item = blockIdx.x, g = blockIdx.y, split = blockIdx.z;
@@ -253,9 +263,10 @@ decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const 
     int sub = lane / KL, sl = lane % KL;
     int stream = warp * (32 / KL) + sub;
     int ctx = pos[t] + 1;
-    int chunk = (ctx + splits - 1) / splits;
+    int chunk = split_chunk(ctx, splits, min_keys);
     int begin = split * chunk;
     int end = min(ctx, begin + chunk);
+    if (begin >= end) return;  // decode_merge reads only the splits that hold keys
     const int* table = block_tables + (size_t)seq_of[t] * max_blocks;
 
     float qr[GROUP][KE];
@@ -344,18 +355,21 @@ decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const 
     }
 }
 
-// Merges the splits' partials of `decode_attention`. Grid: (listed tokens, heads); block:
-// HEAD_DIM threads.
+// Merges the partials of the splits of `decode_attention` that hold keys. Grid: (listed tokens,
+// heads); block: HEAD_DIM threads.
 extern "C" __global__ void decode_merge(const float* part_acc, const float* part_ml,
-                                        const int* token_list, int heads, int splits, bf16* out) {
+                                        const int* token_list, const int* pos, int heads,
+                                        int splits, int min_keys, bf16* out) {
     pdl_start();
     int item = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
     int t = token_list[item];
+    int ctx = pos[t] + 1, chunk = split_chunk(ctx, splits, min_keys);
+    int used = (ctx + chunk - 1) / chunk;
     size_t first = ((size_t)item * heads + h) * splits;
     float mm = NEG_INF;
-    for (int s = 0; s < splits; s++) mm = fmaxf(mm, part_ml[2 * (first + s)]);
+    for (int s = 0; s < used; s++) mm = fmaxf(mm, part_ml[2 * (first + s)]);
     float ll = 0.0f, aa = 0.0f;
-    for (int s = 0; s < splits; s++) {
+    for (int s = 0; s < used; s++) {
         float ms = part_ml[2 * (first + s)];
         if (ms == NEG_INF) continue;
         float f = exp2f(ms - mm);

@@ -4,7 +4,7 @@
 use super::compile::Compiler;
 use super::device::{Gpu, GpuResult, arg};
 use super::gemv::Gemv;
-use super::plan::{attention_splits, mma_attention_splits};
+use super::plan::{CORE_MIN_KEYS, MMA_MIN_KEYS, attention_splits, mma_attention_splits};
 use super::weights::Shapes;
 use cudarc::driver::result::module;
 use cudarc::driver::sys::{CUdeviceptr, CUfunction};
@@ -297,6 +297,11 @@ impl Kernels {
         splits: usize,
     ) -> GpuResult<()> {
         let splits_i = splits as i32;
+        let min_keys = if self.decode_attention_mma.is_some() {
+            MMA_MIN_KEYS
+        } else {
+            CORE_MIN_KEYS
+        } as i32;
         let scale_log2 = self.scale_log2();
         let tokens = n as i32;
         let mut args = vec![
@@ -311,6 +316,7 @@ impl Kernels {
             arg(&shape.heads),
             arg(&shape.kv_heads),
             arg(&splits_i),
+            arg(&min_keys),
             arg(&scale_log2),
             arg(&a.out),
             arg(&a.part_acc),
@@ -338,8 +344,10 @@ impl Kernels {
                         arg(&a.part_acc),
                         arg(&a.part_ml),
                         arg(&a.decode_list),
+                        arg(&a.pos),
                         arg(&shape.heads),
                         arg(&splits_i),
+                        arg(&min_keys),
                         arg(&a.out),
                     ],
                 )?;

@@ -6,13 +6,16 @@
 //! `device` holds the context, stream, buffers and GEMMs; `kernels` launches the custom kernels
 //! and `gemv` the fused few-token projections; `weights` uploads or makes the weights;
 //! `kv_cache` sizes and holds the paged cache; `plan` checks and packs a step's metadata;
-//! `forward` runs one batched pass; `executor` plugs it into the engine.
+//! `forward` runs one batched pass; `graph` captures and replays CUDA graphs and `graphs` runs
+//! decode steps through them; `executor` plugs it into the engine.
 
 mod compile;
 mod device;
 mod executor;
 mod forward;
 mod gemv;
+mod graph;
+mod graphs;
 mod kernels;
 mod kv_cache;
 mod libs;
