@@ -181,14 +181,15 @@ type PackedFn = unsafe fn(&[u8], &[&[super::vnni::PackedQ8]], &mut [f32]);
 /// of 8 tokens, and at 8 they already beat the four-token AVX2 kernels (by 5-30%).
 pub const PACKED_MIN_TOKENS: usize = 8;
 
-/// The packed kernel for a weight type on a backend, if there is one.
+/// The packed kernel for a weight type on a backend, if there is one, and how it wants its
+/// activations packed.
 #[cfg(target_arch = "x86_64")]
-fn packed_kernel(dtype: DType, backend: Backend) -> Option<PackedFn> {
-    use super::vnni;
+fn packed_kernel(dtype: DType, backend: Backend) -> Option<(PackedFn, super::vnni::Packing)> {
+    use super::vnni::{self, Packing};
     match (backend.0, dtype) {
-        (Isa::Avx512Vnni, DType::Q4_0) => Some(vnni::dot_q4_0),
-        (Isa::Avx512Vnni, DType::Q4_1) => Some(vnni::dot_q4_1),
-        (Isa::Avx512Vnni, DType::Q8_0) => Some(vnni::dot_q8_0),
+        (Isa::Avx512Vnni, DType::Q4_0) => Some((vnni::dot_q4_0, Packing::Offset)),
+        (Isa::Avx512Vnni, DType::Q4_1) => Some((vnni::dot_q4_1, Packing::Signed)),
+        (Isa::Avx512Vnni, DType::Q8_0) => Some((vnni::dot_q8_0, Packing::Offset)),
         _ => None,
     }
 }
@@ -307,7 +308,7 @@ impl QMatrix {
                 if tokens >= PACKED_MIN_TOKENS
                     && let Some(packed) = packed_kernel(self.dtype(), backend)
                 {
-                    self.drive_packed(&act, cols / 32, packed, out);
+                    self.drive_packed(&act, cols / 32, packed.0, packed.1, out);
                     return;
                 }
                 self.drive(&act, cols / 32, dot, out);
@@ -370,7 +371,14 @@ impl QMatrix {
     /// [`drive`](Self::drive) for a packed kernel: the same tiles, each tile's activations packed
     /// once into groups of [`vnni::LANES`](super::vnni::LANES) tokens.
     #[cfg(target_arch = "x86_64")]
-    fn drive_packed(&self, act: &[BlockQ8], per_token: usize, dot: PackedFn, out: &mut [f32]) {
+    fn drive_packed(
+        &self,
+        act: &[BlockQ8],
+        per_token: usize,
+        dot: PackedFn,
+        packing: super::vnni::Packing,
+        out: &mut [f32],
+    ) {
         use super::vnni::{LANES, PackedQ8, pack};
         let rows = self.rows();
         let threads = rayon::current_num_threads().max(1);
@@ -390,7 +398,7 @@ impl QMatrix {
                     .zip(act.par_chunks(LANES * per_token))
                     .for_each(|(p, act)| {
                         let tokens: Vec<&[BlockQ8]> = act.chunks_exact(per_token).collect();
-                        pack(&tokens, p);
+                        pack(&tokens, packing, p);
                     });
                 let packed: Vec<&[PackedQ8]> = packed.chunks_exact(per_token).collect();
                 // tmp[r][t]: each task writes whole weight rows' results.
