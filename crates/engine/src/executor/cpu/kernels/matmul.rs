@@ -256,25 +256,30 @@ impl QMatrix {
     }
 
     /// [`matmul`](Self::matmul) of several matrices with one input (Q, K and V; gate and up).
-    /// For one token of Q4_0/Q4_1/Q8_0 weights of one type, the input is quantized once and all
-    /// their rows are computed in one parallel section (a one-token step is short enough for each
-    /// section's start and end to count); otherwise one matmul after another. Same results.
+    /// For Q4_0/Q4_1/Q8_0 weights of one type, the input is quantized once for all of them, and
+    /// for one token all their rows are computed in one parallel section (a one-token step is
+    /// short enough for each section's start and end to count); otherwise one matmul after
+    /// another. Same results.
     pub fn matmul_many<const N: usize>(mats: [&QMatrix; N], input: &[f32], outs: [&mut [f32]; N]) {
         let first = mats[0];
         let cols = first.cols();
         let backend = Backend::best();
-        let fused = input.len() == cols
+        let shared = input.len().is_multiple_of(cols)
             && mats.iter().zip(&outs).all(|(m, o)| {
-                m.dtype() == first.dtype() && m.cols() == cols && o.len() == m.rows()
+                m.dtype() == first.dtype()
+                    && m.cols() == cols
+                    && o.len() * cols == m.rows() * input.len()
             });
         match kernel(first.dtype(), backend) {
-            Kernel::Q8(dot) if fused => {
-                one_token(
-                    mats,
-                    &quantize_rows(input, cols, 32, quantize_q8),
-                    dot,
-                    outs,
-                );
+            Kernel::Q8(dot) if shared => {
+                let act = quantize_rows(input, cols, 32, quantize_q8);
+                if input.len() == cols {
+                    one_token(mats, &act, dot, outs);
+                } else {
+                    for (m, out) in mats.into_iter().zip(outs) {
+                        m.quantized(backend, &act, dot, out);
+                    }
+                }
             }
             _ => {
                 for (m, out) in mats.into_iter().zip(outs) {
@@ -302,23 +307,34 @@ impl QMatrix {
             return;
         }
         match kernel(self.dtype(), backend) {
-            Kernel::Q8(dot) => {
-                let act = quantize_rows(input, cols, 32, quantize_q8);
-                #[cfg(target_arch = "x86_64")]
-                if tokens >= PACKED_MIN_TOKENS
-                    && let Some(packed) = packed_kernel(self.dtype(), backend)
-                {
-                    self.drive_packed(&act, cols / 32, packed.0, packed.1, out);
-                    return;
-                }
-                self.drive(&act, cols / 32, dot, out);
-            }
+            Kernel::Q8(dot) => self.quantized(
+                backend,
+                &quantize_rows(input, cols, 32, quantize_q8),
+                dot,
+                out,
+            ),
             Kernel::Q8K(dot) => {
                 let act = quantize_rows(input, cols, 256, quantize_q8k);
                 self.drive(&act, cols / 256, dot, out);
             }
             Kernel::F32(dot) => self.drive(input, cols, dot, out),
         }
+    }
+
+    /// The product with activations quantized to [`BlockQ8`] (Q4_0, Q4_1, Q8_0 weights): the
+    /// packed kernels from [`PACKED_MIN_TOKENS`] tokens where the backend has them.
+    fn quantized(&self, backend: Backend, act: &[BlockQ8], dot: Dot<BlockQ8>, out: &mut [f32]) {
+        let per_token = self.cols() / 32;
+        #[cfg(target_arch = "x86_64")]
+        if act.len() >= PACKED_MIN_TOKENS * per_token
+            && let Some((packed, packing)) = packed_kernel(self.dtype(), backend)
+        {
+            self.drive_packed(act, per_token, packed, packing, out);
+            return;
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = backend;
+        self.drive(act, per_token, dot, out);
     }
 
     /// Runs `dot` over all (row, token) pairs; `act` holds `per_token` items per token.
@@ -339,32 +355,21 @@ impl QMatrix {
             .zip(act.par_chunks(TOKEN_TILE * per_token))
             .for_each(|(out, act)| {
                 let tile = out.len() / rows;
-                // tmp[r][t]: each task writes whole weight rows' results.
-                let mut tmp = vec![0f32; rows * tile];
-                tmp.par_chunks_mut(chunk * tile)
-                    .enumerate()
-                    .for_each(|(c, res)| {
-                        for (k, res) in res.chunks_exact_mut(tile).enumerate() {
-                            let w = self.row_data(c * chunk + k);
-                            let token = |t: usize| &act[t * per_token..(t + 1) * per_token];
-                            let mut t = 0;
-                            if let Some(four) = dot.four {
-                                while t + 4 <= tile {
-                                    let a = [token(t), token(t + 1), token(t + 2), token(t + 3)];
-                                    res[t..t + 4].copy_from_slice(&unsafe { four(w, a) });
-                                    t += 4;
-                                }
-                            }
-                            for (t, o) in res.iter_mut().enumerate().skip(t) {
-                                *o = unsafe { (dot.one)(w, token(t)) };
-                            }
+                let token = |t: usize| &act[t * per_token..(t + 1) * per_token];
+                rows_in_chunks(rows, tile, chunk, tile, out, |r, res| {
+                    let w = self.row_data(r);
+                    let mut t = 0;
+                    if let Some(four) = dot.four {
+                        while t + 4 <= tile {
+                            let a = [token(t), token(t + 1), token(t + 2), token(t + 3)];
+                            res[t..t + 4].copy_from_slice(&unsafe { four(w, a) });
+                            t += 4;
                         }
-                    });
-                for (t, out) in out.chunks_exact_mut(rows).enumerate() {
-                    for (r, o) in out.iter_mut().enumerate() {
-                        *o = tmp[r * tile + t];
                     }
-                }
+                    for (t, o) in res.iter_mut().enumerate().skip(t) {
+                        *o = unsafe { (dot.one)(w, token(t)) };
+                    }
+                });
             });
     }
 
@@ -401,25 +406,53 @@ impl QMatrix {
                         pack(&tokens, packing, p);
                     });
                 let packed: Vec<&[PackedQ8]> = packed.chunks_exact(per_token).collect();
-                // tmp[r][t]: each task writes whole weight rows' results.
-                let mut tmp = vec![0f32; rows * tile];
-                tmp.par_chunks_mut(chunk * tile)
-                    .enumerate()
-                    .for_each(|(c, res)| {
-                        let mut lanes = vec![0f32; groups * LANES];
-                        for (k, res) in res.chunks_exact_mut(tile).enumerate() {
-                            // SAFETY: `packed_kernel` picked `dot` for this matrix's type on a
-                            // `Backend`, which exists only if its instruction set is available;
-                            // every group holds `per_token` blocks, matching the row.
-                            unsafe { dot(self.row_data(c * chunk + k), &packed, &mut lanes) };
-                            res.copy_from_slice(&lanes[..tile]);
-                        }
-                    });
-                for (t, out) in out.chunks_exact_mut(rows).enumerate() {
-                    for (r, o) in out.iter_mut().enumerate() {
-                        *o = tmp[r * tile + t];
-                    }
-                }
+                rows_in_chunks(rows, tile, chunk, groups * LANES, out, |r, lanes| {
+                    // SAFETY: `packed_kernel` picked `dot` for this matrix's type on a `Backend`,
+                    // which exists only if its instruction set is available; every group holds
+                    // `per_token` blocks, matching the row.
+                    unsafe { dot(self.row_data(r), &packed, lanes) };
+                });
             });
     }
+}
+
+/// `out[t][r]` (`tile` tokens × `rows`, row-major) for every weight row `r`: `compute(r, res)`
+/// writes row `r`'s results for the tile's tokens into the first `tile` of `res` (`width`
+/// floats). Rows go in parallel chunks of `chunk`; each chunk's results are transposed in a
+/// small buffer and copied out in runs of `chunk`, so neither side is written with a stride.
+fn rows_in_chunks(
+    rows: usize,
+    tile: usize,
+    chunk: usize,
+    width: usize,
+    out: &mut [f32],
+    compute: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    thread_local! {
+        /// `tmp` below, kept between calls (a fresh one costs page faults per step). Taken, not
+        /// borrowed: a thread may start another matmul while waiting inside this one.
+        static TMP: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    // Chunk c's results at tmp[c * chunk * tile..], as [token][row in chunk].
+    let mut tmp = TMP.take();
+    tmp.resize(rows * tile, 0.0);
+    tmp.par_chunks_mut(chunk * tile)
+        .enumerate()
+        .for_each(|(c, block)| {
+            let n = block.len() / tile;
+            let mut res = vec![0f32; width];
+            for k in 0..n {
+                compute(c * chunk + k, &mut res);
+                for (t, &v) in res[..tile].iter().enumerate() {
+                    block[t * n + k] = v;
+                }
+            }
+        });
+    out.par_chunks_mut(rows).enumerate().for_each(|(t, out)| {
+        for (c, block) in tmp.chunks(chunk * tile).enumerate() {
+            let n = block.len() / tile;
+            out[c * chunk..c * chunk + n].copy_from_slice(&block[t * n..(t + 1) * n]);
+        }
+    });
+    TMP.set(tmp);
 }
