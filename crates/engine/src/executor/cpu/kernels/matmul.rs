@@ -26,6 +26,17 @@ use super::{DType, QMatrix, scalar};
 /// row of a chunk is read once.
 pub const TOKEN_TILE: usize = 32;
 
+/// Elements of work (floats copied, activations quantized or packed) below which a parallel
+/// loop runs on the calling thread: waking the other threads costs more than it saves (a
+/// 32-token decode step has hundreds of such loops).
+const SERIAL_BELOW: usize = 1 << 16;
+
+/// The `with_min_len` that keeps loops over items of `item` elements each on one thread for
+/// less than [`SERIAL_BELOW`] elements in all.
+fn min_items(item: usize) -> usize {
+    SERIAL_BELOW.div_ceil(item.max(1))
+}
+
 /// The instruction set the kernels use. Only [`Backend::best`] and the checked constructors make
 /// one, so a `Backend` always names an instruction set this CPU has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +217,7 @@ fn quantize_rows<B: Default + Clone + Send>(
     if input.len() > cols {
         out.par_chunks_mut(per_row)
             .zip(input.par_chunks(cols))
+            .with_min_len(min_items(cols))
             .for_each(|(o, x)| quantize(x, o));
     } else {
         quantize(input, &mut out);
@@ -401,6 +413,7 @@ impl QMatrix {
                 packed
                     .par_chunks_mut(per_token)
                     .zip(act.par_chunks(LANES * per_token))
+                    .with_min_len(min_items(LANES * per_token * 32))
                     .for_each(|(p, act)| {
                         let tokens: Vec<&[BlockQ8]> = act.chunks_exact(per_token).collect();
                         pack(&tokens, packing, p);
@@ -448,11 +461,14 @@ fn rows_in_chunks(
                 }
             }
         });
-    out.par_chunks_mut(rows).enumerate().for_each(|(t, out)| {
-        for (c, block) in tmp.chunks(chunk * tile).enumerate() {
-            let n = block.len() / tile;
-            out[c * chunk..c * chunk + n].copy_from_slice(&block[t * n..(t + 1) * n]);
-        }
-    });
+    out.par_chunks_mut(rows)
+        .enumerate()
+        .with_min_len(min_items(rows))
+        .for_each(|(t, out)| {
+            for (c, block) in tmp.chunks(chunk * tile).enumerate() {
+                let n = block.len() / tile;
+                out[c * chunk..c * chunk + n].copy_from_slice(&block[t * n..(t + 1) * n]);
+            }
+        });
     TMP.set(tmp);
 }
