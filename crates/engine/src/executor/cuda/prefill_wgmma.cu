@@ -151,11 +151,8 @@ prefill_attention_wgmma(const bf16* q, const bf16* k_cache, const bf16* v_cache,
         for (int i = threadIdx.x; i < WKT * 16; i += blockDim.x) {
             int key = i / 16, d = (i % 16) * 8;
             int p = tile * WKT + key;
-            size_t base = 0;
-            if (p < n_keys) {
-                size_t slot = (size_t)table[p / BLOCK_SIZE] * BLOCK_SIZE + p % BLOCK_SIZE;
-                base = (slot * kv_heads + g) * HEAD_DIM + d;
-            }
+            // Keys past the last read nothing and land as zeros.
+            size_t base = p < n_keys ? paged_offset(table, p, kv_heads, g, d) : 0;
             int bytes = p < n_keys ? 16 : 0;
             unsigned at = swizzled(WKT, key, d);
             copy16_to(ks + at, k_cache + base, bytes);
