@@ -303,6 +303,7 @@ fn matmul_default_backend_and_pool_sizes() {
     let mut want = vec![0f32; 70 * 100];
     w.matmul_with(Backend::best(), &input, &mut want);
     for threads in [1, 3] {
+        let only = |var: &str, value: &str| std::env::var(var).map_or(true, |v| v == value);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
@@ -358,6 +359,8 @@ fn median_secs(iters: usize, mut f: impl FnMut()) -> f64 {
 /// Decode (T = 1), batched decode (T = 8, 32) and prefill (T = 128) speed of SmolLM2's MLP shapes in Q4_1 beside the same
 /// matrices in F32, then the other types on the 576 x 1536 shape (K-quants need 256 | cols), on
 /// 2 threads (`KS_THREADS` to change). Random weights: the speed does not depend on the values.
+/// `KS_TOKENS=32`, `KS_BACKEND=avx512vnni` and `KS_TYPE=Q4_1` keep only those cases (to profile
+/// one kernel with `perf stat`).
 ///
 /// `cargo test --release -p turbine-engine --test quant_kernels -- --ignored --nocapture kernel_speed`
 #[test]
@@ -367,6 +370,7 @@ fn kernel_speed() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
+    let only = |var: &str, value: &str| std::env::var(var).map_or(true, |v| v == value);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -393,12 +397,18 @@ fn kernel_speed() {
     ] {
         cases.push(random_matrix(dtype, 576, 1536, &mut rng));
     }
-    for m in &cases {
+    for m in cases.iter().filter(|m| only("KS_TYPE", m.dtype().name())) {
         let (rows, cols) = (m.rows(), m.cols());
         for tokens in [1usize, 8, 32, 128] {
+            if !only("KS_TOKENS", &tokens.to_string()) {
+                continue;
+            }
             let input = random_input(tokens, cols, &mut rng);
             let mut out = vec![0f32; tokens * rows];
-            for backend in backends() {
+            for backend in backends()
+                .into_iter()
+                .filter(|b| only("KS_BACKEND", b.name()))
+            {
                 let iters = match (tokens, backend == Backend::scalar()) {
                     (1, _) => 2000,
                     (8 | 32, false) => 200,

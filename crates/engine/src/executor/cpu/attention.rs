@@ -49,8 +49,6 @@ struct Scratch {
     /// A decoding token's context.
     context: Context,
     scores: Vec<f32>,
-    /// Per head of a KV group: the lanes of `p · v`, `[head][slot][lane][dim]`.
-    pv: Vec<f32>,
 }
 
 thread_local! {
@@ -115,19 +113,19 @@ pub fn attention<T: KvElem>(
                         &s.context
                     }
                 };
-                let Scratch { scores, pv, .. } = s;
-                attend::<T>(context, len, q, shape, row.order, scores, pv, out);
+                attend::<T>(context, len, q, shape, row.order, &mut s.scores, out);
             })
         });
 }
 
 fma_fn! {
     /// One token's attention (all its query heads) over positions `0..len` of `context`. The
-    /// heads that share a KV head are done together, so each K and V row is read once.
+    /// heads that share a KV head are done together, so each K row is read once.
     ///
     /// As llama.cpp: the products with K and V are taken in the cache's precision (`q` is
-    /// rounded to it, and the softmax weights are rounded here), summed in `order`, position `p`
-    /// in lane `p % 16`.
+    /// rounded to it, and the softmax weights are rounded here), summed in `order`; for V,
+    /// position `p` goes to lane `p % 16` of accumulator `(p / 16) % slots`, each lane's chain
+    /// computed for 8 dimensions at once.
     #[allow(clippy::too_many_arguments)]
     fn attend<T: KvElem>(
         context: &Context,
@@ -136,14 +134,12 @@ fma_fn! {
         shape: Heads,
         order: Order,
         scores: &mut Vec<f32>,
-        pv: &mut Vec<f32>,
         out: &mut [f32],
     ) {
         let Heads { heads, kv_heads, head_dim: hd } = shape;
         let group = heads / kv_heads;
         let width = kv_heads * hd;
         let scale = 1.0 / (hd as f32).sqrt();
-        let per_head = order.slots() * 16 * hd;
         // scores[h_in_group * len + p]
         scores.resize(group * len, 0.0);
         for g in 0..kv_heads {
@@ -158,27 +154,44 @@ fma_fn! {
                 ggml::softmax(&mut scores[j * len..(j + 1) * len]);
             }
             T::round(scores);
-            pv.clear();
-            pv.resize(group * per_head, 0.0);
-            for (p, v) in head_rows(&context.v, len, width, g * hd, hd).enumerate() {
-                let lane = (p / 16) % order.slots() * 16 + p % 16;
-                for j in 0..group {
-                    let at = j * per_head + lane * hd;
-                    let w = scores[j * len + p];
-                    for (acc, v) in pv[at..at + hd].iter_mut().zip(v) {
-                        *acc = w.mul_add(*v, *acc);
-                    }
-                }
-            }
             for j in 0..group {
-                let sums = &pv[j * per_head..(j + 1) * per_head];
                 let h = g * group + j;
-                for (d, o) in out[h * hd..(h + 1) * hd].iter_mut().enumerate() {
-                    *o = order.finish(|slot, l| sums[(slot * 16 + l) * hd + d]);
+                let w = &scores[j * len..(j + 1) * len];
+                let out = &mut out[h * hd..(h + 1) * hd];
+                let whole = hd / 8 * 8;
+                for d in (0..whole).step_by(8) {
+                    let sum: [f32; 8] = weighted_sum(&context.v, w, width, g * hd + d, order);
+                    out[d..d + 8].copy_from_slice(&sum);
+                }
+                for d in whole..hd {
+                    let [sum] = weighted_sum::<1>(&context.v, w, width, g * hd + d, order);
+                    out[d] = sum;
                 }
             }
         }
     }
+}
+
+/// `sum_p w[p] * v[p][at..at + W]` over the rows of `width` in `v`, in `order` with positions as
+/// the summed elements.
+#[inline(always)]
+fn weighted_sum<const W: usize>(
+    v: &[f32],
+    w: &[f32],
+    width: usize,
+    at: usize,
+    order: Order,
+) -> [f32; W] {
+    let slots = order.slots();
+    let mut acc = [[[0f32; W]; 16]; 4];
+    for (p, &wp) in w.iter().enumerate() {
+        let lane = &mut acc[(p / 16) % slots][p % 16];
+        let row: &[f32; W] = v[p * width + at..][..W].try_into().unwrap();
+        for (a, x) in lane.iter_mut().zip(row) {
+            *a = wp.mul_add(*x, *a);
+        }
+    }
+    order.finish(&acc[..slots])
 }
 
 /// The `hd` values at `offset` of each of the first `len` rows of `width` in `m`.

@@ -89,6 +89,7 @@ pub fn forward<T: KvElem>(
         q.par_chunks_exact_mut(q_dim)
             .zip(k.par_chunks_exact_mut(kv_dim))
             .zip(s.angles.par_chunks_exact(hd))
+            .with_min_len(16)
             .for_each(|((q, k), angles)| {
                 ops::rope(q, angles, c.rope_style);
                 ops::rope(k, angles, c.rope_style);

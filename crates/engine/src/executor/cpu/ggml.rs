@@ -53,18 +53,43 @@ fn scale_by_pow2(j: f32, n: i32) -> f32 {
     j * pow2(half) * pow2(n - half)
 }
 
+/// What ggml's summation trees add: one `f32`, or `W` independent sums side by side (so that
+/// a tree over 16 lanes of vectors runs in vector instructions).
+pub trait Sum: Copy {
+    fn add(self, other: Self) -> Self;
+}
+
+impl Sum for f32 {
+    #[inline(always)]
+    fn add(self, other: f32) -> f32 {
+        self + other
+    }
+}
+
+impl<const W: usize> Sum for [f32; W] {
+    #[inline(always)]
+    fn add(mut self, other: [f32; W]) -> [f32; W] {
+        for (a, b) in self.iter_mut().zip(other) {
+            *a += b;
+        }
+        self
+    }
+}
+
 /// ggml's tree sum of 16 lanes (`_mm512_reduce_add_ps`): halves added pairwise down to one.
+/// (Loops, not closures, here and below: a closure would be compiled apart from the FMA-enabled
+/// callers of [`fma_fn!`], without FMA.)
 #[inline(always)]
-pub fn reduce16(v: &[f32; 16]) -> f32 {
-    let mut t = [0f32; 8];
+pub fn reduce16<T: Sum>(v: &[T; 16]) -> T {
+    let mut t = [v[0]; 8];
     for (i, t) in t.iter_mut().enumerate() {
-        *t = v[i + 8] + v[i];
+        *t = v[i + 8].add(v[i]);
     }
-    let mut u = [0f32; 4];
+    let mut u = [t[0]; 4];
     for (i, u) in u.iter_mut().enumerate() {
-        *u = t[i + 4] + t[i];
+        *u = t[i + 4].add(t[i]);
     }
-    (u[0] + u[2]) + (u[1] + u[3])
+    u[0].add(u[2]).add(u[1].add(u[3]))
 }
 
 /// The summation order of a dot product (see the module documentation).
@@ -85,15 +110,15 @@ impl Order {
         }
     }
 
-    /// The sum of the accumulators' lanes `lane(slot, l)`, in this order's way.
+    /// The sum of the accumulators' lanes (`acc[slot][lane]`, [`slots`](Self::slots) of
+    /// them), in this order's way.
     #[inline(always)]
-    pub fn finish(self, lane: impl Fn(usize, usize) -> f32) -> f32 {
-        let mut lanes = [0f32; 16];
-        for (l, v) in lanes.iter_mut().enumerate() {
-            *v = match self {
-                Order::Tiled => lane(0, l),
-                Order::Vector => (lane(0, l) + lane(2, l)) + (lane(1, l) + lane(3, l)),
-            };
+    pub fn finish<T: Sum>(self, acc: &[[T; 16]]) -> T {
+        let mut lanes = acc[0];
+        if self == Order::Vector {
+            for (l, lane) in lanes.iter_mut().enumerate() {
+                *lane = acc[0][l].add(acc[2][l]).add(acc[1][l].add(acc[3][l]));
+            }
         }
         reduce16(&lanes)
     }
@@ -111,14 +136,23 @@ fn fma16(acc: &mut [f32; 16], x: &[f32], y: &[f32]) {
 /// `a · b` in `order` (`a` and `b` of one length; a partial last 16 counts as zero-padded).
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32], order: Order) -> f32 {
-    let mut acc = [[0f32; 16]; 4];
+    match order {
+        Order::Tiled => dot_slots::<1>(a, b, order),
+        Order::Vector => dot_slots::<4>(a, b, order),
+    }
+}
+
+/// [`dot`] with `SLOTS = order.slots()` fixed at compile time, so that the accumulators stay in
+/// registers.
+#[inline(always)]
+fn dot_slots<const SLOTS: usize>(a: &[f32], b: &[f32], order: Order) -> f32 {
+    let mut acc = [[0f32; 16]; SLOTS];
     let n = a.len().min(b.len());
-    // Whole groups of 4 × 16 with fixed accumulators (so that the lanes vectorize), then the
-    // rest 16 at a time, the last one zero-padded.
-    let step = 16 * order.slots();
+    // Whole groups of SLOTS × 16, then the rest 16 at a time, the last one zero-padded.
+    let step = 16 * SLOTS;
     let mut c = 0;
     while c + step <= n {
-        for (slot, acc) in acc.iter_mut().enumerate().take(order.slots()) {
+        for (slot, acc) in acc.iter_mut().enumerate() {
             let at = c + 16 * slot;
             fma16(acc, &a[at..at + 16], &b[at..at + 16]);
         }
@@ -129,10 +163,10 @@ pub fn dot(a: &[f32], b: &[f32], order: Order) -> f32 {
         let m = (n - c).min(16);
         x[..m].copy_from_slice(&a[c..c + m]);
         y[..m].copy_from_slice(&b[c..c + m]);
-        fma16(&mut acc[(c / 16) % order.slots()], &x, &y);
+        fma16(&mut acc[(c / 16) % SLOTS], &x, &y);
         c += 16;
     }
-    order.finish(|slot, l| acc[slot][l])
+    order.finish(&acc)
 }
 
 /// Softmax of `x` in place, as `ggml_vec_soft_max_f32` after ggml's max.

@@ -40,8 +40,11 @@ impl Compiler {
         defines: &[(&str, String)],
         arch: (i32, i32),
     ) -> Result<Vec<u8>, String> {
+        // sm_90a on Hopper: its own instructions (wgmma in prefill_wgmma.cu), at the price of a
+        // CUBIN that runs on compute capability 9.0 only, which is the GPU in hand.
+        let suffix = if arch == (9, 0) { "a" } else { "" };
         let mut options = vec![
-            format!("--gpu-architecture=sm_{}{}", arch.0, arch.1),
+            format!("--gpu-architecture=sm_{}{}{suffix}", arch.0, arch.1),
             "--std=c++17".to_string(),
             "-default-device".to_string(),
             // Flush denormals: exp2f becomes one MUFU instruction in the softmax loops.

@@ -1,6 +1,6 @@
 // The CUDA executor's kernels, compiled by NVRTC at start-up with the model's shape defined:
-// HEAD_DIM (a multiple of 64, at most 256), GROUP (query heads per KV head), BLOCK_SIZE (tokens
-// per KV block) and KT (keys per prefill attention tile).
+// HEAD_DIM (a multiple of 64, at most 256), GROUP (query heads per KV head) and BLOCK_SIZE
+// (tokens per KV block); prefill.cu's layout too.
 // bf16 is kept as raw 16-bit words, converted with single instructions (sm_80 and later): NVRTC
 // has no cuda_bf16.h of its own.
 
@@ -379,16 +379,7 @@ extern "C" __global__ void decode_merge(const float* part_acc, const float* part
     out[((size_t)t * heads + h) * HEAD_DIM + d] = f2bf(aa / ll);
 }
 
-// Prefill attention on the tensor cores (FlashAttention-2 style): one block per (tile of up to
-// QT consecutive new tokens of one sequence, query head); each of its 4 warps owns 16 query rows.
-// Tiles of KT keys (KT from the host) are copied from the paged cache into shared memory with
-// cp.async, two stages deep so the next tile loads while this one is used; S = QKᵀ and O += PV run
-// as m16n8k16 bf16 MMAs with f32 accumulators (V's fragments through ldmatrix.trans), softmax
-// online in registers, causal mask by position. `tiles` holds (first token, count, sequence).
-// Grid: (heads, tiles).
-#define QT 64
-#define KPAD (HEAD_DIM + 8)
-
+// Tensor-core and asynchronous-copy helpers of the attention kernels (decode_mma.cu, prefill.cu).
 __device__ __forceinline__ void mma_bf16(float* c, const unsigned* a, unsigned b0, unsigned b1) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
@@ -407,185 +398,6 @@ __device__ __forceinline__ unsigned shared_addr(const void* p) {
 __device__ __forceinline__ void copy16(void* dst, const void* src, int bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_addr(dst)),
                  "l"(src), "r"(bytes));
-}
-
-// Head dims up to 128: at most 170 registers, so three blocks fit on a multiprocessor.
-#if HEAD_DIM <= 128
-#define PREFILL_MIN_BLOCKS 3
-#else
-#define PREFILL_MIN_BLOCKS 1
-#endif
-extern "C" __global__ void __launch_bounds__(128, PREFILL_MIN_BLOCKS)
-prefill_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const int* pos,
-                  const int* block_tables, const int* tiles, int max_blocks,
-                  int heads, int kv_heads, float scale_log2, bf16* out) {
-    pdl_start();
-    extern __shared__ __align__(16) bf16 smem[];
-    // [stage][key][KPAD] for K, then the same for V.
-    bf16* ks = smem;
-    bf16* vs = smem + 2 * KT * KPAD;
-    // Heads of a KV group are neighbours in x (they read the same keys while they are in L2);
-    // tiles go in reverse, so the longest (latest) start first and the short ones fill the end.
-    int h = blockIdx.x, g = h / GROUP;
-    int tile_index = gridDim.y - 1 - blockIdx.y;
-    int t0 = tiles[3 * tile_index], count = tiles[3 * tile_index + 1];
-    const int* table = block_tables + (size_t)tiles[3 * tile_index + 2] * max_blocks;
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    int gr = lane / 4, c = (lane % 4) * 2;
-    int r0 = warp * 16 + gr, r1 = r0 + 8;
-    int last = pos[t0 + count - 1];
-    // Rows past the tile's tokens repeat its last token and are not written.
-    int tq0 = t0 + min(r0, count - 1), tq1 = t0 + min(r1, count - 1);
-    int qp0 = pos[tq0], qp1 = pos[tq1];
-    const bf16* q0 = q + ((size_t)tq0 * heads + h) * HEAD_DIM;
-    const bf16* q1 = q + ((size_t)tq1 * heads + h) * HEAD_DIM;
-    unsigned qa[HEAD_DIM / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < HEAD_DIM / 16; kk++) {
-        qa[kk][0] = *(const unsigned*)(q0 + kk * 16 + c);
-        qa[kk][1] = *(const unsigned*)(q1 + kk * 16 + c);
-        qa[kk][2] = *(const unsigned*)(q0 + kk * 16 + c + 8);
-        qa[kk][3] = *(const unsigned*)(q1 + kk * 16 + c + 8);
-    }
-    float o[HEAD_DIM / 8][4];
-#pragma unroll
-    for (int dn = 0; dn < HEAD_DIM / 8; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
-    float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.0f, l1 = 0.0f;
-    int n_keys = last + 1;
-    int n_tiles = (n_keys + KT - 1) / KT;
-
-    auto load_tile = [&](int tile, int stage) {
-        for (int i = threadIdx.x; i < KT * HEAD_DIM / 8; i += blockDim.x) {
-            int key = i / (HEAD_DIM / 8), d = (i % (HEAD_DIM / 8)) * 8;
-            int p = tile * KT + key;
-            size_t base = 0;
-            if (p < n_keys) {
-                size_t slot = (size_t)table[p / BLOCK_SIZE] * BLOCK_SIZE + p % BLOCK_SIZE;
-                base = (slot * kv_heads + g) * HEAD_DIM + d;
-            }
-            int bytes = p < n_keys ? 16 : 0;
-            copy16(ks + (stage * KT + key) * KPAD + d, k_cache + base, bytes);
-            copy16(vs + (stage * KT + key) * KPAD + d, v_cache + base, bytes);
-        }
-        asm volatile("cp.async.commit_group;\n" ::);
-    };
-
-    load_tile(0, 0);
-    for (int tile = 0; tile < n_tiles; tile++) {
-        int stage = tile & 1;
-        if (tile + 1 < n_tiles) {
-            load_tile(tile + 1, stage ^ 1);
-        } else {
-            asm volatile("cp.async.commit_group;\n" ::);
-        }
-        asm volatile("cp.async.wait_group 1;\n" ::);
-        __syncthreads();
-        const bf16* kt = ks + stage * KT * KPAD;
-        const bf16* vt = vs + stage * KT * KPAD;
-        int kb = tile * KT;
-        float sc[KT / 8][4];
-        // K's fragments through ldmatrix: lane l addresses key n*8 + l%8 at dims
-        // (kk + l/16)*16 + (l/8 % 2)*8, giving the B fragments of kk and kk + 1.
-        const bf16* krow = kt + (lane % 8) * KPAD + (lane / 16) * 16 + ((lane / 8) % 2) * 8;
-#pragma unroll
-        for (int n = 0; n < KT / 8; n++) {
-            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
-#pragma unroll
-            for (int kk = 0; kk < HEAD_DIM / 16; kk += 2) {
-                unsigned b[4];
-                asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                             : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
-                             : "r"(shared_addr(krow + n * 8 * KPAD + kk * 16)));
-                mma_bf16(sc[n], qa[kk], b[0], b[1]);
-                mma_bf16(sc[n], qa[kk + 1], b[2], b[3]);
-            }
-        }
-        float mx0 = m0, mx1 = m1;
-        // Only tiles reaching past a row's position need the causal mask.
-        bool masked = kb + KT - 1 > min(qp0, qp1);
-#pragma unroll
-        for (int n = 0; n < KT / 8; n++) {
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                int key = kb + n * 8 + c + e;
-                sc[n][e] *= scale_log2;
-                sc[n][2 + e] *= scale_log2;
-                if (masked) {
-                    sc[n][e] = key <= qp0 ? sc[n][e] : NEG_INF;
-                    sc[n][2 + e] = key <= qp1 ? sc[n][2 + e] : NEG_INF;
-                }
-                mx0 = fmaxf(mx0, sc[n][e]);
-                mx1 = fmaxf(mx1, sc[n][2 + e]);
-            }
-        }
-#pragma unroll
-        for (int x = 1; x <= 2; x <<= 1) {
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, x));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, x));
-        }
-        // Key 0 is visible to every row, so the maxima are finite from the first tile on.
-        float corr0 = exp2f(m0 - mx0), corr1 = exp2f(m1 - mx1);
-        m0 = mx0;
-        m1 = mx1;
-        float rs0 = 0.0f, rs1 = 0.0f;
-#pragma unroll
-        for (int n = 0; n < KT / 8; n++) {
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                sc[n][e] = exp2f(sc[n][e] - m0);
-                sc[n][2 + e] = exp2f(sc[n][2 + e] - m1);
-                rs0 += sc[n][e];
-                rs1 += sc[n][2 + e];
-            }
-        }
-        l0 = l0 * corr0 + rs0;
-        l1 = l1 * corr1 + rs1;
-#pragma unroll
-        for (int dn = 0; dn < HEAD_DIM / 8; dn++) {
-            o[dn][0] *= corr0;
-            o[dn][1] *= corr0;
-            o[dn][2] *= corr1;
-            o[dn][3] *= corr1;
-        }
-#pragma unroll
-        for (int kk = 0; kk < KT / 16; kk++) {
-            unsigned pa[4] = {pack_bf16(sc[2 * kk][0], sc[2 * kk][1]),
-                              pack_bf16(sc[2 * kk][2], sc[2 * kk][3]),
-                              pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]),
-                              pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
-            // Lanes 0-15 address keys kk*16 + 0..15 of dims dn*8.., lanes 16-31 those of
-            // (dn+1)*8..; transposed, they land as the B fragments of dn and dn + 1.
-            int mi = lane / 8;
-            const bf16* vrow = vt + (kk * 16 + (mi & 1) * 8 + lane % 8) * KPAD + (mi >> 1) * 8;
-#pragma unroll
-            for (int dn = 0; dn < HEAD_DIM / 8; dn += 2) {
-                unsigned b[4];
-                asm volatile(
-                    "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                    : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
-                    : "r"(shared_addr(vrow + dn * 8)));
-                mma_bf16(o[dn], pa, b[0], b[1]);
-                mma_bf16(o[dn + 1], pa, b[2], b[3]);
-            }
-        }
-        __syncthreads();
-    }
-#pragma unroll
-    for (int x = 1; x <= 2; x <<= 1) {
-        l0 += __shfl_xor_sync(0xffffffffu, l0, x);
-        l1 += __shfl_xor_sync(0xffffffffu, l1, x);
-    }
-#pragma unroll
-    for (int dn = 0; dn < HEAD_DIM / 8; dn++) {
-        if (r0 < count) {
-            *(unsigned*)(out + ((size_t)(t0 + r0) * heads + h) * HEAD_DIM + dn * 8 + c) =
-                pack_bf16(o[dn][0] / l0, o[dn][1] / l0);
-        }
-        if (r1 < count) {
-            *(unsigned*)(out + ((size_t)(t0 + r1) * heads + h) * HEAD_DIM + dn * 8 + c) =
-                pack_bf16(o[dn][2] / l1, o[dn][3] / l1);
-        }
-    }
 }
 
 __device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + __expf(-g)) * u; }

@@ -5,6 +5,7 @@ use super::compile::Compiler;
 use super::device::{Gpu, GpuResult, arg};
 use super::gemv::Gemv;
 use super::plan::{CORE_MIN_KEYS, MMA_MIN_KEYS, attention_splits, mma_attention_splits};
+use super::prefill::PrefillLayout;
 use super::weights::Shapes;
 use cudarc::driver::result::module;
 use cudarc::driver::sys::{CUdeviceptr, CUfunction};
@@ -12,6 +13,8 @@ use std::ffi::CString;
 
 pub const SOURCE: &str = concat!(
     include_str!("kernels.cu"),
+    include_str!("prefill.cu"),
+    include_str!("prefill_wgmma.cu"),
     include_str!("gemv.cu"),
     include_str!("decode_mma.cu"),
     include_str!("sample.cu")
@@ -41,7 +44,7 @@ pub struct Kernels {
     /// The fused few-token projections, where the GPU and the model's shapes allow them.
     pub gemv: Option<Gemv>,
     head_dim: usize,
-    prefill_shared: u32,
+    prefill: PrefillLayout,
 }
 
 // SAFETY: function handles are immutable once loaded and valid in any thread that binds the
@@ -68,11 +71,6 @@ pub struct AttnArgs {
     pub out: CUdeviceptr,
     pub part_acc: CUdeviceptr,
     pub part_ml: CUdeviceptr,
-}
-
-/// Keys per shared-memory tile of `prefill_attention`: two stages of K and V stay under 70 KiB.
-fn prefill_key_tile(head_dim: usize) -> usize {
-    if head_dim <= 128 { 64 } else { 32 }
 }
 
 /// Checks that the kernels support a head shape (before anything is loaded).
@@ -108,15 +106,13 @@ impl Kernels {
                 gpu.name, gpu.arch.0, gpu.arch.1
             ));
         }
-        let kt = prefill_key_tile(head_dim);
-        let defines = [
+        let mut prefill = PrefillLayout::new(head_dim, group);
+        let mut defines = vec![
             ("HEAD_DIM", head_dim.to_string()),
             ("GROUP", group.to_string()),
-            ("KT", kt.to_string()),
             ("BLOCK_SIZE", block_size.to_string()),
         ];
-        // Two stages of K and V tiles, rows padded by 8 elements (see prefill_attention).
-        let prefill_shared = (2 * 2 * kt * (head_dim + 8) * 2) as u32;
+        defines.extend(prefill.defines());
         let source = match std::env::var_os(SOURCE_ENV) {
             Some(path) => {
                 tracing::warn!("compiling the CUDA kernels of {}", path.display());
@@ -132,7 +128,14 @@ impl Kernels {
             // SAFETY: `m` is a loaded module that is never unloaded.
             unsafe { module::get_function(m, c) }.map_err(|e| format!("kernel {name}: {e:?}"))
         };
-        let prefill_attention = f("prefill_attention")?;
+        // The Hopper kernel where the module has it (see prefill_wgmma.cu), else the portable one.
+        let prefill_attention = match f("prefill_attention_wgmma") {
+            Ok(wgmma) => {
+                prefill = PrefillLayout::hopper(group);
+                wgmma
+            }
+            Err(_) => f("prefill_attention")?,
+        };
         let decode_attention_mma = (group <= 8 && head_dim <= 128)
             .then(|| f("decode_attention_mma"))
             .transpose()?;
@@ -143,7 +146,7 @@ impl Kernels {
             }
             None => 0,
         };
-        gpu.allow_shared(prefill_attention, prefill_shared)?;
+        gpu.allow_shared(prefill_attention, prefill.shared_bytes())?;
         Ok(Self {
             embed: f("embed")?,
             add_rmsnorm: f("add_rmsnorm")?,
@@ -158,7 +161,7 @@ impl Kernels {
             fill_random: f("fill_random")?,
             gemv: Gemv::load(gpu, f, shapes)?,
             head_dim,
-            prefill_shared,
+            prefill,
         })
     }
 
@@ -369,9 +372,9 @@ impl Kernels {
         unsafe {
             gpu.launch_with_shared(
                 self.prefill_attention,
-                (shape.heads as u32, tiles as u32, 1),
-                128,
-                self.prefill_shared,
+                self.prefill.grid(shape.heads as usize, tiles),
+                self.prefill.threads(),
+                self.prefill.shared_bytes(),
                 &mut [
                     arg(&a.q),
                     arg(&a.k_cache),

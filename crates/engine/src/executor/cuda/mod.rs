@@ -1,10 +1,11 @@
 //! The CUDA executor: Llama-family models on one NVIDIA GPU, bf16 weights, paged bf16 KV.
 //!
 //! Nothing CUDA is needed to build: `libs` finds and loads the driver, NVRTC and cuBLAS at run
-//! time (cudarc with dynamic loading); `compile` turns `kernels.cu` (with `gemv.cu` and
-//! `decode_mma.cu` appended) into a CUBIN for the GPU in hand through NVRTC, cached on disk;
-//! `device` holds the context, stream, buffers and GEMMs; `kernels` launches the custom kernels
-//! and `gemv` the fused few-token projections; `weights` uploads or makes the weights;
+//! time (cudarc with dynamic loading); `compile` turns `kernels.cu` (with `prefill.cu`,
+//! `gemv.cu`, `decode_mma.cu` and `sample.cu` appended) into a CUBIN for the GPU in hand through
+//! NVRTC, cached on disk; `device` holds the context, stream, buffers and GEMMs; `kernels`
+//! launches the custom kernels (`prefill` lays out the prefill attention's work) and `gemv` the
+//! fused few-token projections; `weights` uploads or makes the weights;
 //! `kv_cache` sizes and holds the paged cache; `plan` checks and packs a step's metadata;
 //! `forward` runs one batched pass; `graph` captures and replays CUDA graphs and `graphs` runs
 //! decode steps through them; `executor` plugs it into the engine.
@@ -20,6 +21,7 @@ mod kernels;
 mod kv_cache;
 mod libs;
 mod plan;
+mod prefill;
 mod weights;
 
 pub use executor::{CudaExecutor, CudaOptions, WeightSource};

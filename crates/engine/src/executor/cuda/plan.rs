@@ -6,8 +6,8 @@
 
 use crate::executor::Batch;
 
-/// Query rows of one `prefill_attention` block (QT in the source).
-const PREFILL_TILE: usize = 64;
+/// Tokens of one tile of `prefill_attention`'s work list (QT in the source).
+pub const PREFILL_TILE: usize = 64;
 
 #[derive(Debug, PartialEq)]
 pub struct StepPlan {

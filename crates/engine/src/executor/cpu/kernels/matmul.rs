@@ -26,6 +26,17 @@ use super::{DType, QMatrix, scalar};
 /// row of a chunk is read once.
 pub const TOKEN_TILE: usize = 32;
 
+/// Elements of work (floats copied, activations quantized or packed) below which a parallel
+/// loop runs on the calling thread: waking the other threads costs more than it saves (a
+/// 32-token decode step has hundreds of such loops).
+const SERIAL_BELOW: usize = 1 << 16;
+
+/// The `with_min_len` that keeps loops over items of `item` elements each on one thread for
+/// less than [`SERIAL_BELOW`] elements in all.
+fn min_items(item: usize) -> usize {
+    SERIAL_BELOW.div_ceil(item.max(1))
+}
+
 /// The instruction set the kernels use. Only [`Backend::best`] and the checked constructors make
 /// one, so a `Backend` always names an instruction set this CPU has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,14 +192,15 @@ type PackedFn = unsafe fn(&[u8], &[&[super::vnni::PackedQ8]], &mut [f32]);
 /// of 8 tokens, and at 8 they already beat the four-token AVX2 kernels (by 5-30%).
 pub const PACKED_MIN_TOKENS: usize = 8;
 
-/// The packed kernel for a weight type on a backend, if there is one.
+/// The packed kernel for a weight type on a backend, if there is one, and how it wants its
+/// activations packed.
 #[cfg(target_arch = "x86_64")]
-fn packed_kernel(dtype: DType, backend: Backend) -> Option<PackedFn> {
-    use super::vnni;
+fn packed_kernel(dtype: DType, backend: Backend) -> Option<(PackedFn, super::vnni::Packing)> {
+    use super::vnni::{self, Packing};
     match (backend.0, dtype) {
-        (Isa::Avx512Vnni, DType::Q4_0) => Some(vnni::dot_q4_0),
-        (Isa::Avx512Vnni, DType::Q4_1) => Some(vnni::dot_q4_1),
-        (Isa::Avx512Vnni, DType::Q8_0) => Some(vnni::dot_q8_0),
+        (Isa::Avx512Vnni, DType::Q4_0) => Some((vnni::dot_q4_0, Packing::Offset)),
+        (Isa::Avx512Vnni, DType::Q4_1) => Some((vnni::dot_q4_1, Packing::Signed)),
+        (Isa::Avx512Vnni, DType::Q8_0) => Some((vnni::dot_q8_0, Packing::Offset)),
         _ => None,
     }
 }
@@ -205,6 +217,7 @@ fn quantize_rows<B: Default + Clone + Send>(
     if input.len() > cols {
         out.par_chunks_mut(per_row)
             .zip(input.par_chunks(cols))
+            .with_min_len(min_items(cols))
             .for_each(|(o, x)| quantize(x, o));
     } else {
         quantize(input, &mut out);
@@ -255,25 +268,30 @@ impl QMatrix {
     }
 
     /// [`matmul`](Self::matmul) of several matrices with one input (Q, K and V; gate and up).
-    /// For one token of Q4_0/Q4_1/Q8_0 weights of one type, the input is quantized once and all
-    /// their rows are computed in one parallel section (a one-token step is short enough for each
-    /// section's start and end to count); otherwise one matmul after another. Same results.
+    /// For Q4_0/Q4_1/Q8_0 weights of one type, the input is quantized once for all of them, and
+    /// for one token all their rows are computed in one parallel section (a one-token step is
+    /// short enough for each section's start and end to count); otherwise one matmul after
+    /// another. Same results.
     pub fn matmul_many<const N: usize>(mats: [&QMatrix; N], input: &[f32], outs: [&mut [f32]; N]) {
         let first = mats[0];
         let cols = first.cols();
         let backend = Backend::best();
-        let fused = input.len() == cols
+        let shared = input.len().is_multiple_of(cols)
             && mats.iter().zip(&outs).all(|(m, o)| {
-                m.dtype() == first.dtype() && m.cols() == cols && o.len() == m.rows()
+                m.dtype() == first.dtype()
+                    && m.cols() == cols
+                    && o.len() * cols == m.rows() * input.len()
             });
         match kernel(first.dtype(), backend) {
-            Kernel::Q8(dot) if fused => {
-                one_token(
-                    mats,
-                    &quantize_rows(input, cols, 32, quantize_q8),
-                    dot,
-                    outs,
-                );
+            Kernel::Q8(dot) if shared => {
+                let act = quantize_rows(input, cols, 32, quantize_q8);
+                if input.len() == cols {
+                    one_token(mats, &act, dot, outs);
+                } else {
+                    for (m, out) in mats.into_iter().zip(outs) {
+                        m.quantized(backend, &act, dot, out);
+                    }
+                }
             }
             _ => {
                 for (m, out) in mats.into_iter().zip(outs) {
@@ -301,23 +319,34 @@ impl QMatrix {
             return;
         }
         match kernel(self.dtype(), backend) {
-            Kernel::Q8(dot) => {
-                let act = quantize_rows(input, cols, 32, quantize_q8);
-                #[cfg(target_arch = "x86_64")]
-                if tokens >= PACKED_MIN_TOKENS
-                    && let Some(packed) = packed_kernel(self.dtype(), backend)
-                {
-                    self.drive_packed(&act, cols / 32, packed, out);
-                    return;
-                }
-                self.drive(&act, cols / 32, dot, out);
-            }
+            Kernel::Q8(dot) => self.quantized(
+                backend,
+                &quantize_rows(input, cols, 32, quantize_q8),
+                dot,
+                out,
+            ),
             Kernel::Q8K(dot) => {
                 let act = quantize_rows(input, cols, 256, quantize_q8k);
                 self.drive(&act, cols / 256, dot, out);
             }
             Kernel::F32(dot) => self.drive(input, cols, dot, out),
         }
+    }
+
+    /// The product with activations quantized to [`BlockQ8`] (Q4_0, Q4_1, Q8_0 weights): the
+    /// packed kernels from [`PACKED_MIN_TOKENS`] tokens where the backend has them.
+    fn quantized(&self, backend: Backend, act: &[BlockQ8], dot: Dot<BlockQ8>, out: &mut [f32]) {
+        let per_token = self.cols() / 32;
+        #[cfg(target_arch = "x86_64")]
+        if act.len() >= PACKED_MIN_TOKENS * per_token
+            && let Some((packed, packing)) = packed_kernel(self.dtype(), backend)
+        {
+            self.drive_packed(act, per_token, packed, packing, out);
+            return;
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = backend;
+        self.drive(act, per_token, dot, out);
     }
 
     /// Runs `dot` over all (row, token) pairs; `act` holds `per_token` items per token.
@@ -338,39 +367,35 @@ impl QMatrix {
             .zip(act.par_chunks(TOKEN_TILE * per_token))
             .for_each(|(out, act)| {
                 let tile = out.len() / rows;
-                // tmp[r][t]: each task writes whole weight rows' results.
-                let mut tmp = vec![0f32; rows * tile];
-                tmp.par_chunks_mut(chunk * tile)
-                    .enumerate()
-                    .for_each(|(c, res)| {
-                        for (k, res) in res.chunks_exact_mut(tile).enumerate() {
-                            let w = self.row_data(c * chunk + k);
-                            let token = |t: usize| &act[t * per_token..(t + 1) * per_token];
-                            let mut t = 0;
-                            if let Some(four) = dot.four {
-                                while t + 4 <= tile {
-                                    let a = [token(t), token(t + 1), token(t + 2), token(t + 3)];
-                                    res[t..t + 4].copy_from_slice(&unsafe { four(w, a) });
-                                    t += 4;
-                                }
-                            }
-                            for (t, o) in res.iter_mut().enumerate().skip(t) {
-                                *o = unsafe { (dot.one)(w, token(t)) };
-                            }
+                let token = |t: usize| &act[t * per_token..(t + 1) * per_token];
+                rows_in_chunks(rows, tile, chunk, tile, out, |r, res| {
+                    let w = self.row_data(r);
+                    let mut t = 0;
+                    if let Some(four) = dot.four {
+                        while t + 4 <= tile {
+                            let a = [token(t), token(t + 1), token(t + 2), token(t + 3)];
+                            res[t..t + 4].copy_from_slice(&unsafe { four(w, a) });
+                            t += 4;
                         }
-                    });
-                for (t, out) in out.chunks_exact_mut(rows).enumerate() {
-                    for (r, o) in out.iter_mut().enumerate() {
-                        *o = tmp[r * tile + t];
                     }
-                }
+                    for (t, o) in res.iter_mut().enumerate().skip(t) {
+                        *o = unsafe { (dot.one)(w, token(t)) };
+                    }
+                });
             });
     }
 
     /// [`drive`](Self::drive) for a packed kernel: the same tiles, each tile's activations packed
     /// once into groups of [`vnni::LANES`](super::vnni::LANES) tokens.
     #[cfg(target_arch = "x86_64")]
-    fn drive_packed(&self, act: &[BlockQ8], per_token: usize, dot: PackedFn, out: &mut [f32]) {
+    fn drive_packed(
+        &self,
+        act: &[BlockQ8],
+        per_token: usize,
+        dot: PackedFn,
+        packing: super::vnni::Packing,
+        out: &mut [f32],
+    ) {
         use super::vnni::{LANES, PackedQ8, pack};
         let rows = self.rows();
         let threads = rayon::current_num_threads().max(1);
@@ -388,30 +413,62 @@ impl QMatrix {
                 packed
                     .par_chunks_mut(per_token)
                     .zip(act.par_chunks(LANES * per_token))
+                    .with_min_len(min_items(LANES * per_token * 32))
                     .for_each(|(p, act)| {
                         let tokens: Vec<&[BlockQ8]> = act.chunks_exact(per_token).collect();
-                        pack(&tokens, p);
+                        pack(&tokens, packing, p);
                     });
                 let packed: Vec<&[PackedQ8]> = packed.chunks_exact(per_token).collect();
-                // tmp[r][t]: each task writes whole weight rows' results.
-                let mut tmp = vec![0f32; rows * tile];
-                tmp.par_chunks_mut(chunk * tile)
-                    .enumerate()
-                    .for_each(|(c, res)| {
-                        let mut lanes = vec![0f32; groups * LANES];
-                        for (k, res) in res.chunks_exact_mut(tile).enumerate() {
-                            // SAFETY: `packed_kernel` picked `dot` for this matrix's type on a
-                            // `Backend`, which exists only if its instruction set is available;
-                            // every group holds `per_token` blocks, matching the row.
-                            unsafe { dot(self.row_data(c * chunk + k), &packed, &mut lanes) };
-                            res.copy_from_slice(&lanes[..tile]);
-                        }
-                    });
-                for (t, out) in out.chunks_exact_mut(rows).enumerate() {
-                    for (r, o) in out.iter_mut().enumerate() {
-                        *o = tmp[r * tile + t];
-                    }
-                }
+                rows_in_chunks(rows, tile, chunk, groups * LANES, out, |r, lanes| {
+                    // SAFETY: `packed_kernel` picked `dot` for this matrix's type on a `Backend`,
+                    // which exists only if its instruction set is available; every group holds
+                    // `per_token` blocks, matching the row.
+                    unsafe { dot(self.row_data(r), &packed, lanes) };
+                });
             });
     }
+}
+
+/// `out[t][r]` (`tile` tokens × `rows`, row-major) for every weight row `r`: `compute(r, res)`
+/// writes row `r`'s results for the tile's tokens into the first `tile` of `res` (`width`
+/// floats). Rows go in parallel chunks of `chunk`; each chunk's results are transposed in a
+/// small buffer and copied out in runs of `chunk`, so neither side is written with a stride.
+fn rows_in_chunks(
+    rows: usize,
+    tile: usize,
+    chunk: usize,
+    width: usize,
+    out: &mut [f32],
+    compute: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    thread_local! {
+        /// `tmp` below, kept between calls (a fresh one costs page faults per step). Taken, not
+        /// borrowed: a thread may start another matmul while waiting inside this one.
+        static TMP: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    // Chunk c's results at tmp[c * chunk * tile..], as [token][row in chunk].
+    let mut tmp = TMP.take();
+    tmp.resize(rows * tile, 0.0);
+    tmp.par_chunks_mut(chunk * tile)
+        .enumerate()
+        .for_each(|(c, block)| {
+            let n = block.len() / tile;
+            let mut res = vec![0f32; width];
+            for k in 0..n {
+                compute(c * chunk + k, &mut res);
+                for (t, &v) in res[..tile].iter().enumerate() {
+                    block[t * n + k] = v;
+                }
+            }
+        });
+    out.par_chunks_mut(rows)
+        .enumerate()
+        .with_min_len(min_items(rows))
+        .for_each(|(t, out)| {
+            for (c, block) in tmp.chunks(chunk * tile).enumerate() {
+                let n = block.len() / tile;
+                out[c * chunk..c * chunk + n].copy_from_slice(&block[t * n..(t + 1) * n]);
+            }
+        });
+    TMP.set(tmp);
 }
