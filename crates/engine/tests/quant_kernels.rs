@@ -303,7 +303,6 @@ fn matmul_default_backend_and_pool_sizes() {
     let mut want = vec![0f32; 70 * 100];
     w.matmul_with(Backend::best(), &input, &mut want);
     for threads in [1, 3] {
-        let only = |var: &str, value: &str| std::env::var(var).map_or(true, |v| v == value);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()

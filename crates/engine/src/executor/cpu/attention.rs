@@ -163,9 +163,8 @@ fma_fn! {
                     let sum: [f32; 8] = weighted_sum(&context.v, w, width, g * hd + d, order);
                     out[d..d + 8].copy_from_slice(&sum);
                 }
-                for d in whole..hd {
-                    let [sum] = weighted_sum::<1>(&context.v, w, width, g * hd + d, order);
-                    out[d] = sum;
+                for (d, o) in out.iter_mut().enumerate().skip(whole) {
+                    [*o] = weighted_sum::<1>(&context.v, w, width, g * hd + d, order);
                 }
             }
         }
