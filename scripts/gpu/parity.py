@@ -4,7 +4,14 @@ For each model shape: transformers makes a random model and saves it (bf16 safet
 generates 32 greedy tokens for 5 prompts, each alone and all batched, returning every step's
 logits; transformers (float32 on the same bf16 weights) scores the same sequences and generates
 greedily too. Checks: logits relative error <= 2e-2, greedy tokens identical to transformers',
-batched identical to alone.
+batched identical to alone, except at near-ties.
+
+Near-ties: random models have nearly flat next-token distributions, so two candidates are often
+closer than bf16 rounding can tell apart (transformers' own bf16 run picks other tokens than its
+float32 run on some prompts). Where two greedy outputs first part, the step counts as a near-tie
+when transformers-f32's logits of the two tokens differ by less than twice the largest error
+that transformers' own bf16 run makes on that step's logits: a flip that bf16 rounding alone
+produces. Outputs that part anywhere else fail.
 """
 import argparse, json, os, subprocess, sys, tempfile, zlib
 
@@ -72,13 +79,14 @@ def main():
         run = subprocess.run(cmd, capture_output=True, text=True)
         if run.returncode != 0:
             print(run.stdout, run.stderr, file=sys.stderr)
-            rows.append((name, "turbine failed") + ("",) * 7)
+            rows.append((name, "turbine failed") + ("",) * 8)
             ok = False
             continue
         ours = json.load(open(rfile))
         ref32 = model.float().cuda().eval()
         errs, errs16, batch_errs, same32, same16, hf_same = [], [], [], 0, 0, 0
         rel = lambda a, b: ((a - b).norm() / b.norm()).item()
+        first_diff = lambda a, b: next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), None)
         gens32 = []
         with torch.no_grad():
             refs = []
@@ -90,7 +98,8 @@ def main():
                 errs.append(rel(got, ref))
                 # Batched against alone, over the steps before their tokens first differ.
                 a, b = ours["alone"][i], ours["batched"][i]
-                same_steps = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), len(a)) + 1
+                k = first_diff(a, b)
+                same_steps = (len(a) if k is None else k) + 1
                 bl = torch.tensor(ours["batched_logits"][i][:same_steps], device="cuda", dtype=torch.float64)
                 batch_errs.append(rel(bl, got[:same_steps]))
                 inp = torch.tensor([p], device="cuda")
@@ -98,28 +107,45 @@ def main():
                 gens32.append(gen32[0, len(p):].tolist())
                 same32 += gens32[-1] == ours["alone"][i]
             ref16 = ref32.to(torch.bfloat16)
+            noise = []  # per prompt and step: the largest |bf16 - f32| logit error
             for i, p in enumerate(prompts):
                 seq = torch.tensor([p + ours["alone"][i]], device="cuda")
-                errs16.append(rel(ref16(seq).logits[0, len(p) - 1: len(p) - 1 + args.tokens].double(), refs[i]))
+                got16 = ref16(seq).logits[0, len(p) - 1: len(p) - 1 + args.tokens].double()
+                errs16.append(rel(got16, refs[i]))
+                noise.append((got16 - refs[i]).abs().max(dim=1).values)
                 inp = torch.tensor([p], device="cuda")
                 gen16 = ref16.generate(inp, max_new_tokens=args.tokens, do_sample=False, min_new_tokens=args.tokens)
                 same16 += gen16[0, len(p):].tolist() == ours["alone"][i]
                 hf_same += gen16[0, len(p):].tolist() == gens32[i]
         batched = sum(a == b for a, b in zip(ours["alone"], ours["batched"]))
+
+        def near_tie(i, other):
+            """Whether ours["alone"][i] and `other` are equal or first part at a near-tie."""
+            k = first_diff(ours["alone"][i], other)
+            if k is None:
+                return True
+            ref = refs[i][k]  # the prefixes agree up to step k, so this is that step's f32 logits
+            gap = (ref[ours["alone"][i][k]] - ref[other[k]]).abs().item()
+            return gap < 2 * noise[i][k].item()
+
+        ties = sum(not near_tie(i, gens32[i]) for i in range(len(prompts)))
+        ties += sum(not near_tie(i, ours["batched"][i]) for i in range(len(prompts)))
         worst = max(errs)
         n = len(prompts)
-        passed = worst <= 2e-2 and same32 == n and batched == n
+        passed = worst <= 2e-2 and ties == 0
         ok &= passed
         rows.append((name, f"{worst:.2e}", f"{max(errs16):.2e}", f"{max(batch_errs):.1e}",
                      f"{same32}/{n}", f"{same16}/{n}", f"{hf_same}/{n}", f"{batched}/{n}",
-                     "PASS" if passed else "FAIL"))
+                     f"{ties}", "PASS" if passed else "FAIL"))
         json.dump({"errors": errs, "hf_bf16_errors": errs16, "batched_vs_alone": batch_errs,
                    "ours": ours["alone"], "batched": ours["batched"], "hf_f32": gens32},
                   open(os.path.join(args.out, f"parity-{name}.json"), "w"))
     print(f"\ntransformers {transformers.__version__}, torch {torch.__version__}, {torch.cuda.get_device_name()}")
     print("logits: relative error against transformers in float32 on the same bf16 weights;")
     print("greedy: 32-token outputs equal to transformers' (f32 / bf16); HF bf16 = f32: transformers' own agreement")
-    head = ["model", "ours err", "HF bf16 err", "batch err", "= HF f32", "= HF bf16", "HF bf16=f32", "batched=alone", "result"]
+    print("not ties: outputs (ours vs HF f32, batched vs alone) that part elsewhere than at a near-tie")
+    head = ["model", "ours err", "HF bf16 err", "batch err", "= HF f32", "= HF bf16", "HF bf16=f32", "batched=alone",
+            "not ties", "result"]
     print(" ".join(f"{h:>13}" for h in head))
     for r in rows:
         print(" ".join(f"{c:>13}" for c in r))
