@@ -1,8 +1,8 @@
-//! One GPU: its context, a stream, a cuBLAS handle, device buffers and kernel launches. Everything
+//! One GPU: its context, a stream, the GEMMs ([`Lt`]), device buffers and kernel launches. Everything
 //! runs in order on the one stream; the host waits only where it reads results back.
 
+use super::gemm::Lt;
 use super::libs;
-use cudarc::cublas::sys as cublas;
 use cudarc::driver::sys::{self as cu, CUdevice_attribute, CUdeviceptr};
 use cudarc::driver::{CudaContext, result};
 use std::cell::Cell;
@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 pub type GpuResult<T> = Result<T, String>;
 
-fn check<E: std::fmt::Debug>(what: &str, r: Result<(), E>) -> GpuResult<()> {
+pub(super) fn check<E: std::fmt::Debug>(what: &str, r: Result<(), E>) -> GpuResult<()> {
     r.map_err(|e| format!("{what}: {e:?}"))
 }
 
@@ -41,16 +41,16 @@ impl Drop for DeviceBuffer {
     }
 }
 
-/// cuBLAS's workspace, set on the handle so that GEMMs never allocate (a condition of capturing
-/// them in a CUDA graph); Hopper's default size.
+/// cuBLASLt's workspace, passed to every GEMM so that GEMMs never allocate (a condition of
+/// capturing them in a CUDA graph); Hopper's default size.
 pub const BLAS_WORKSPACE: usize = 32 << 20;
 
 pub struct Gpu {
-    /// Held for the handle, which uses it until dropped.
+    /// GEMMs; dropped before the workspace it uses (fields drop in order).
+    lt: Lt,
     _blas_workspace: DeviceBuffer,
     pub ctx: Arc<CudaContext>,
     stream: cu::CUstream,
-    blas: cublas::cublasHandle_t,
     /// Whether kernels are launched as programmatic dependents (sm_90 and later; see `launch`).
     pdl: Cell<bool>,
     pub name: String,
@@ -60,7 +60,7 @@ pub struct Gpu {
     pub max_shared: u32,
 }
 
-// SAFETY: the stream and cuBLAS handle are used by one thread at a time (`&mut` through the
+// SAFETY: the stream and cuBLASLt handle are used by one thread at a time (`&mut` through the
 // executor), which binds the context first.
 unsafe impl Send for Gpu {}
 
@@ -87,28 +87,18 @@ impl Gpu {
             .map_err(|e| format!("shared memory size: {e:?}"))? as u32;
         let stream = result::stream::create(result::stream::StreamKind::NonBlocking)
             .map_err(|e| format!("cuStreamCreate: {e:?}"))?;
-        let blas =
-            cudarc::cublas::result::create_handle().map_err(|e| format!("cublasCreate: {e:?}"))?;
-        // SAFETY: both handles were just created.
-        check("cublasSetStream", unsafe {
-            cudarc::cublas::result::set_stream(blas, stream as _)
-        })?;
         let blas_workspace = DeviceBuffer {
             // SAFETY: a plain allocation.
             ptr: unsafe { result::malloc_sync(BLAS_WORKSPACE) }
-                .map_err(|e| format!("cuBLAS workspace: {e:?}"))?,
+                .map_err(|e| format!("cuBLASLt workspace: {e:?}"))?,
             bytes: BLAS_WORKSPACE,
         };
-        // SAFETY: the workspace outlives the handle (dropped after `Drop::drop` destroys it).
-        let status = unsafe {
-            cublas::cublasSetWorkspace_v2(blas, blas_workspace.ptr as *mut c_void, BLAS_WORKSPACE)
-        };
-        check("cublasSetWorkspace", status.result())?;
+        let lt = Lt::new(blas_workspace.ptr, BLAS_WORKSPACE)?;
         Ok(Self {
+            lt,
             _blas_workspace: blas_workspace,
             ctx,
             stream,
-            blas,
             pdl: Cell::new(arch.0 >= 9),
             name,
             arch,
@@ -323,7 +313,7 @@ impl Gpu {
     }
 
     /// `y[t×n] = x[t×k] · w[n×k]ᵀ` (row-major bf16 inputs, f32 accumulate); `y` is bf16, or f32
-    /// when `f32_out`.
+    /// when `f32_out`. Through cuBLASLt, each shape's algorithm timed once ([`Lt`]).
     pub fn gemm(
         &self,
         x: CUdeviceptr,
@@ -332,38 +322,7 @@ impl Gpu {
         (t, n, k): (usize, usize, usize),
         f32_out: bool,
     ) -> GpuResult<()> {
-        let (alpha, beta) = (1.0f32, 0.0f32);
-        let bf16 = cublas::cudaDataType_t::CUDA_R_16BF;
-        let out = if f32_out {
-            cublas::cudaDataType_t::CUDA_R_32F
-        } else {
-            bf16
-        };
-        // Column-major view: yᵀ (n×t) = w (k×n, transposed) · xᵀ (k×t).
-        // SAFETY: the caller's buffers hold t×k, n×k and t×n elements.
-        check("cublasGemmEx", unsafe {
-            cudarc::cublas::result::gemm_ex(
-                self.blas,
-                cublas::cublasOperation_t::CUBLAS_OP_T,
-                cublas::cublasOperation_t::CUBLAS_OP_N,
-                n as i32,
-                t as i32,
-                k as i32,
-                (&alpha as *const f32).cast(),
-                w as *const c_void,
-                bf16,
-                k as i32,
-                x as *const c_void,
-                bf16,
-                k as i32,
-                (&beta as *const f32).cast(),
-                y as *mut c_void,
-                out,
-                n as i32,
-                cublas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                cublas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-            )
-        })
+        self.lt.gemm(self.stream, x, w, y, (t, n, k, f32_out))
     }
 }
 
@@ -372,7 +331,6 @@ impl Drop for Gpu {
         // SAFETY: created in `open`, destroyed once.
         unsafe {
             let _ = result::stream::synchronize(self.stream);
-            let _ = cudarc::cublas::result::destroy_handle(self.blas);
             let _ = result::stream::destroy(self.stream);
         }
     }

@@ -200,7 +200,7 @@ impl Model<'_> {
         let opt = |b: &Option<DeviceBuffer>| b.as_ref().map_or(0, DeviceBuffer::ptr);
 
         // Steps of a few tokens run their projections as fused GEMVs, which add into the
-        // residual stream themselves; larger ones use cuBLAS, each residual add fused with the
+        // residual stream themselves; larger ones use cuBLASLt, each residual add fused with the
         // next norm (the first layer has none to add).
         let few = k.gemv.as_ref().filter(|g| g.handles(t));
         let eps = c.rms_eps;

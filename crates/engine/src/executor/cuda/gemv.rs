@@ -1,6 +1,6 @@
 //! The few-token projections of `gemv.cu`: decode steps of a few tokens run each layer as four
 //! fused GEMVs (norm + QKV, output + residual, norm + gate-up + SiLU, down + residual) instead
-//! of cuBLAS GEMMs and the small kernels between them.
+//! of cuBLASLt GEMMs and the small kernels between them.
 
 use super::device::{Gpu, GpuResult, arg};
 use super::weights::Shapes;
@@ -8,7 +8,7 @@ use cudarc::driver::sys::{CUdeviceptr, CUfunction};
 
 /// Threads per block: 8 consumer warps and a producer (GEMV_THREADS in the source).
 const THREADS: u32 = 288;
-/// Most tokens a step may have. The kernels take up to 8 (the MMAs' n), but at 8 cuBLAS and
+/// Most tokens a step may have. The kernels take up to 8 (the MMAs' n), but at 8 the library GEMMs and
 /// the separate small kernels measured faster (H200).
 const MAX_TOKENS: usize = 4;
 /// Padding of each normalized input row in shared memory, in bf16 (GEMV_PAD in the source).
@@ -44,7 +44,7 @@ impl Gemv {
     /// Loads the kernels where they can run: sm_90 or later (bulk copies), projection widths
     /// that are multiples of 16 rows and inputs that are multiples of 32 columns; for as many
     /// tokens (at most MAX_TOKENS) as the stage ring and the normalized input rows leave room for in
-    /// a block's shared memory. None where they cannot: the forward pass then uses cuBLAS.
+    /// a block's shared memory. None where they cannot: the forward pass then uses cuBLASLt.
     pub fn load(
         gpu: &Gpu,
         function: impl Fn(&str) -> GpuResult<CUfunction>,

@@ -3,7 +3,7 @@
 //! tables of the next power-of-two width (at least 1,024 tokens, at most the longest context
 //! allowed); its forward pass and sampling are then one graph launch instead of a few hundred
 //! kernel launches. Each (size, width) is captured lazily: the first step of that shape runs its
-//! padded work directly (which also warms cuBLAS up for the capture), the second captures it and
+//! padded work directly (which also chooses its GEMM algorithms before the capture), the second captures it and
 //! every later one replays it. Shapes never used cost nothing, and start-up stays as fast as
 //! without graphs.
 //!
@@ -109,7 +109,7 @@ impl DecodeGraphs {
         MIN_WIDTH_TOKENS.div_ceil(self.block_size).min(self.width)
     }
 
-    /// Device memory the graphs may take: their buffers, cuBLAS's workspace and every shape's
+    /// Device memory the graphs may take: their buffers, cuBLASLt's workspace and every shape's
     /// graph.
     pub fn reserve_bytes(&self, model: &Model<'_>) -> usize {
         let (partials, meta) = self.largest(model);

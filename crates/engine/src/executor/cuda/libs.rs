@@ -1,5 +1,5 @@
 //! Finding and loading the CUDA libraries at run time. cudarc opens each library by its plain
-//! name (`libcublas.so.13`), which finds only what the dynamic loader's path holds; we first open
+//! name (`libcublasLt.so.13`), which finds only what the dynamic loader's path holds; we first open
 //! each one by absolute path from the usual places, so cudarc's later `dlopen` by name returns the
 //! library already loaded. Without this, a missing library is a panic inside cudarc.
 
@@ -16,7 +16,7 @@ struct Wanted {
     names: &'static [&'static str],
 }
 
-/// In load order: each library's dependencies come before it (cuBLAS needs cuBLASLt).
+/// In load order: each library's dependencies come before it.
 const WANTED: &[Wanted] = &[
     Wanted {
         what: "the CUDA driver (libcuda)",
@@ -29,10 +29,6 @@ const WANTED: &[Wanted] = &[
     Wanted {
         what: "cuBLASLt",
         names: &["libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"],
-    },
-    Wanted {
-        what: "cuBLAS",
-        names: &["libcublas.so.13", "libcublas.so.12", "libcublas.so"],
     },
 ];
 
@@ -110,7 +106,7 @@ pub fn find(names: &[&str], dirs: &[PathBuf]) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Loads the driver, NVRTC, cuBLASLt and cuBLAS once per process; later calls return the first
+/// Loads the driver, NVRTC and cuBLASLt once per process; later calls return the first
 /// call's outcome. The error names the library and the places searched.
 pub fn load() -> Result<(), String> {
     static LOADED: OnceLock<Result<Vec<Library>, String>> = OnceLock::new();

@@ -1,9 +1,10 @@
 //! The CUDA executor: Llama-family models on one NVIDIA GPU, bf16 weights, paged bf16 KV.
 //!
-//! Nothing CUDA is needed to build: `libs` finds and loads the driver, NVRTC and cuBLAS at run
+//! Nothing CUDA is needed to build: `libs` finds and loads the driver, NVRTC and cuBLASLt at run
 //! time (cudarc with dynamic loading); `compile` turns `kernels.cu` (with `prefill.cu`,
 //! `gemv.cu`, `decode_mma.cu` and `sample.cu` appended) into a CUBIN for the GPU in hand through
-//! NVRTC, cached on disk; `device` holds the context, stream, buffers and GEMMs; `kernels`
+//! NVRTC, cached on disk; `device` holds the context, stream and buffers, `gemm` the GEMMs (cuBLASLt, each shape's
+//! algorithm timed once); `kernels`
 //! launches the custom kernels (`prefill` lays out the prefill attention's work) and `gemv` the
 //! fused few-token projections; `weights` uploads or makes the weights;
 //! `kv_cache` sizes and holds the paged cache; `plan` checks and packs a step's metadata;
@@ -14,6 +15,7 @@ mod compile;
 mod device;
 mod executor;
 mod forward;
+mod gemm;
 mod gemv;
 mod graph;
 mod graphs;
