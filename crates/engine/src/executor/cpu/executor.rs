@@ -70,11 +70,7 @@ impl CpuExecutor {
                 token,
                 pos,
                 block_table: &table,
-                order: if tokens.len() > 1 {
-                    Order::Tiled
-                } else {
-                    Order::Vector
-                },
+                order: Order::for_new_tokens(tokens.len()),
             })
             .collect();
         let all: Vec<usize> = (0..rows.len()).collect();
@@ -88,11 +84,7 @@ impl Executor for CpuExecutor {
         let mut rows = Vec::with_capacity(batch.num_tokens());
         let mut logit_rows = Vec::new();
         for seq in &batch.seqs {
-            let order = if seq.new_tokens.len() > 1 {
-                Order::Tiled
-            } else {
-                Order::Vector
-            };
+            let order = Order::for_new_tokens(seq.new_tokens.len());
             for (k, &token) in seq.new_tokens.iter().enumerate() {
                 if token as usize >= vocab {
                     return Err(ExecutorError::Failed(format!(

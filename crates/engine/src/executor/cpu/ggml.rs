@@ -100,6 +100,16 @@ pub enum Order {
 }
 
 impl Order {
+    /// The order llama.cpp sums a sequence's attention products in when it brings `new_tokens`
+    /// tokens to a step: one token is a vector dot product, more go through tinyBLAS's tiles.
+    pub fn for_new_tokens(new_tokens: usize) -> Order {
+        if new_tokens > 1 {
+            Order::Tiled
+        } else {
+            Order::Vector
+        }
+    }
+
     /// Accumulators of 16 lanes the order uses: element `i` goes to lane `i % 16` of
     /// accumulator `(i / 16) % slots`.
     #[inline(always)]

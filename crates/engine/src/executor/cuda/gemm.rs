@@ -63,10 +63,6 @@ pub struct Lt {
     plans: RefCell<HashMap<Shape, Plan>>,
 }
 
-fn lt_check(what: &str, r: Result<(), lt::CublasError>) -> GpuResult<()> {
-    check(what, r)
-}
-
 impl Lt {
     /// `workspace` (`workspace_bytes` long) must outlive the handle and not be used by anything
     /// running concurrently on another stream.
@@ -113,7 +109,7 @@ impl Lt {
         // Column-major view: yᵀ (n×t) = w (k×n, transposed) · xᵀ (k×t).
         // SAFETY: the caller's buffers hold t×k, n×k and t×n elements, as the layouts say; the
         // workspace is ours on this stream.
-        lt_check("cublasLtMatmul", unsafe {
+        check("cublasLtMatmul", unsafe {
             lt::matmul(
                 self.handle,
                 plan.desc,
@@ -167,7 +163,7 @@ impl Lt {
             algo: cublasLtMatmulAlgo_t { data: [0; 8] },
         };
         // SAFETY: a valid descriptor; the attribute is a `cublasOperation_t` (an `i32`).
-        lt_check("cublasLtMatmulDescSetAttribute", unsafe {
+        check("cublasLtMatmulDescSetAttribute", unsafe {
             lt::set_matmul_desc_attribute(
                 desc,
                 cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA,
@@ -245,7 +241,7 @@ impl Lt {
             let _ = lt::destroy_matmul_pref(pref);
             found
         };
-        lt_check("cublasLtMatmulAlgoGetHeuristic", status)?;
+        check("cublasLtMatmulAlgoGetHeuristic", status)?;
         let found: Vec<_> = results[..count.max(0) as usize]
             .iter()
             .filter(|r| r.state == ltsys::cublasStatus_t::CUBLAS_STATUS_SUCCESS)
