@@ -37,7 +37,6 @@ fn smollm2() -> Arc<GgufFile> {
 fn backends() -> Vec<Backend> {
     let mut all = vec![Backend::scalar()];
     all.extend(Backend::avx2());
-    all.extend(Backend::avx512vnni());
     all
 }
 
@@ -230,15 +229,15 @@ fn matmul_matches_dequantized_reference() {
     }
 }
 
-/// The AVX-512 VNNI backend's many-token kernels (tokens in lanes, from [`PACKED_MIN_TOKENS`]
-/// tokens) compute the AVX2 kernels' integer lane sums and then the same `f32` operations in the
-/// same order, so they match the AVX2 backend bit for bit, for whole and partial groups of 8
-/// tokens, tiles of 32 and SmolLM2's shapes; and a token's result does not depend on the batch
+/// The AVX2 many-token kernels (tokens in lanes, from [`PACKED_MIN_TOKENS`] tokens) compute the
+/// one-token kernels' integer lane sums and then the same `f32` operations in the same order, so
+/// they match the scalar backend (ggml's arithmetic) bit for bit, for whole and partial groups of
+/// 8 tokens, tiles of 32 and SmolLM2's shapes; and a token's result does not depend on the batch
 /// (batched decoding equals sequential decoding), down to one token.
 #[test]
-fn packed_kernels_equal_avx2() {
-    let (Some(vnni), Some(avx2)) = (Backend::avx512vnni(), Backend::avx2()) else {
-        eprintln!("no AVX-512 VNNI on this CPU: skipped");
+fn packed_kernels_equal_one_token_kernels() {
+    let Some(avx2) = Backend::avx2() else {
+        eprintln!("no AVX2 on this CPU: skipped");
         return;
     };
     let mut rng = Rng::new(13);
@@ -248,19 +247,19 @@ fn packed_kernels_equal_avx2() {
             for tokens in [PACKED_MIN_TOKENS, 8, 13, 32, 40, 75] {
                 let input = random_input(tokens, cols, &mut rng);
                 let mut want = vec![f32::NAN; tokens * rows];
-                w.matmul_with(avx2, &input, &mut want);
+                w.matmul_with(Backend::scalar(), &input, &mut want);
                 let mut got = vec![f32::NAN; tokens * rows];
-                w.matmul_with(vnni, &input, &mut got);
+                w.matmul_with(avx2, &input, &mut got);
                 for (i, (&a, &b)) in want.iter().zip(&got).enumerate() {
                     assert_eq!(
                         a.to_bits(),
                         b.to_bits(),
-                        "{dtype} {rows}x{cols} T={tokens} at {i}: avx2 {a} vs avx512vnni {b}"
+                        "{dtype} {rows}x{cols} T={tokens} at {i}: scalar {a} vs avx2 {b}"
                     );
                 }
                 for (t, x) in input.chunks_exact(cols).enumerate().take(3) {
                     let mut one = vec![f32::NAN; rows];
-                    w.matmul_with(vnni, x, &mut one);
+                    w.matmul_with(avx2, x, &mut one);
                     assert_eq!(
                         one,
                         got[t * rows..(t + 1) * rows],
@@ -355,25 +354,31 @@ fn median_secs(iters: usize, mut f: impl FnMut()) -> f64 {
     times[times.len() / 2]
 }
 
+/// The benchmarks' thread pool: 2 threads, or `KS_THREADS`.
+fn bench_pool() -> (rayon::ThreadPool, usize) {
+    let threads: usize = std::env::var("KS_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool");
+    (pool, threads)
+}
+
 /// Decode (T = 1), batched decode (T = 8, 32) and prefill (T = 128) speed of SmolLM2's MLP shapes in Q4_1 beside the same
 /// matrices in F32, then the other types on the 576 x 1536 shape (K-quants need 256 | cols), on
 /// 2 threads (`KS_THREADS` to change). Random weights: the speed does not depend on the values.
-/// `KS_TOKENS=32`, `KS_BACKEND=avx512vnni` and `KS_TYPE=Q4_1` keep only those cases (to profile
+/// `KS_TOKENS=32`, `KS_BACKEND=avx2` and `KS_TYPE=Q4_1` keep only those cases (to profile
 /// one kernel with `perf stat`).
 ///
 /// `cargo test --release -p turbine-engine --test quant_kernels -- --ignored --nocapture kernel_speed`
 #[test]
 #[ignore = "benchmark: run in release with --ignored --nocapture"]
 fn kernel_speed() {
-    let threads: usize = std::env::var("KS_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+    let (pool, threads) = bench_pool();
     let only = |var: &str, value: &str| std::env::var(var).map_or(true, |v| v == value);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("pool");
     let mut rng = Rng::new(5);
     println!("threads: {threads}; median of many calls; weight GB/s = weight bytes / time");
     println!(
@@ -430,5 +435,49 @@ fn kernel_speed() {
                 );
             }
         }
+    }
+}
+
+/// One decode step's matmuls: every weight matrix of SmolLM2 (the tied embedding as the LM head
+/// included) against one token, in the model's order, as a decode step streams them from memory
+/// (~100 MB, more than the L3). Median of 20 passes, on 2 threads (`KS_THREADS` to change);
+/// `KS_TYPE=Q8_0` keeps only the matrices of that type.
+///
+/// `cargo test --release -p turbine-engine --test quant_kernels -- --ignored --nocapture decode_pass_speed`
+#[test]
+#[ignore = "benchmark: run in release with --ignored --nocapture"]
+fn decode_pass_speed() {
+    let (pool, _) = bench_pool();
+    let file = smollm2();
+    let mats: Vec<QMatrix> = file
+        .tensors()
+        .iter()
+        .filter(|t| t.dims.len() == 2)
+        .map(|t| QMatrix::from_gguf(&file, t).unwrap_or_else(|e| panic!("{e}")))
+        .filter(|m| std::env::var("KS_TYPE").map_or(true, |v| v == m.dtype().name()))
+        .collect();
+    let bytes: usize = mats.iter().map(|m| m.bytes().len()).sum();
+    let mut rng = Rng::new(9);
+    let inputs: Vec<Vec<f32>> = mats
+        .iter()
+        .map(|m| random_input(1, m.cols(), &mut rng))
+        .collect();
+    let mut outs: Vec<Vec<f32>> = mats.iter().map(|m| vec![0f32; m.rows()]).collect();
+    for backend in backends().into_iter().filter(|&b| b != Backend::scalar()) {
+        let secs = pool.install(|| {
+            median_secs(20, || {
+                for ((m, x), out) in mats.iter().zip(&inputs).zip(&mut outs) {
+                    m.matmul_with(backend, x, out);
+                }
+            })
+        });
+        println!(
+            "decode pass, {} matrices, {:.1} MB, {}: {:.2} ms ({:.1} GB/s)",
+            mats.len(),
+            bytes as f64 / 1e6,
+            backend.name(),
+            secs * 1e3,
+            bytes as f64 / secs / 1e9
+        );
     }
 }

@@ -12,10 +12,9 @@
 //! four). Decode (one token) writes straight into `out`; larger tiles are computed row-major per
 //! weight row and transposed into `out`.
 //!
-//! On the AVX-512 VNNI backend, Q4_0, Q4_1 and Q8_0 matmuls of [`PACKED_MIN_TOKENS`] tokens or
-//! more pack each tile's activations into groups of 8 tokens (tokens in lanes, see `vnni`); each
-//! weight block is decoded once for the whole tile (up to 4 groups). Their results equal the AVX2
-//! kernels' bit for bit, so a token's output never depends on the batch it is in.
+//! On AVX2, Q4_0, Q4_1 and Q8_0 matmuls of [`PACKED_MIN_TOKENS`] tokens or more pack each tile's
+//! activations into groups of 8 tokens (tokens in lanes, see `lanes`). Their results equal the
+//! one-token kernels' bit for bit, so a token's output never depends on the batch it is in.
 
 use rayon::prelude::*;
 
@@ -47,9 +46,6 @@ enum Isa {
     Scalar,
     #[cfg(target_arch = "x86_64")]
     Avx2,
-    /// AVX2 plus the AVX-512 VNNI many-token kernels of [`vnni`](super::vnni).
-    #[cfg(target_arch = "x86_64")]
-    Avx512Vnni,
 }
 
 impl Backend {
@@ -67,22 +63,9 @@ impl Backend {
         None
     }
 
-    /// AVX2 + FMA + F16C with AVX-512F, AVX-512VL and AVX-512 VNNI, when this CPU has them: the
-    /// AVX2 kernels, and for Q4_0, Q4_1 and Q8_0 with [`PACKED_MIN_TOKENS`] tokens or more, the
-    /// VNNI kernels with tokens in lanes (same results as [`Backend::avx2`], bit for bit).
-    pub fn avx512vnni() -> Option<Backend> {
-        #[cfg(target_arch = "x86_64")]
-        if super::vnni::available() {
-            return Some(Backend(Isa::Avx512Vnni));
-        }
-        None
-    }
-
     /// The fastest backend this CPU supports.
     pub fn best() -> Backend {
-        Backend::avx512vnni()
-            .or_else(Backend::avx2)
-            .unwrap_or_else(Backend::scalar)
+        Backend::avx2().unwrap_or_else(Backend::scalar)
     }
 
     pub fn name(self) -> &'static str {
@@ -90,8 +73,6 @@ impl Backend {
             Isa::Scalar => "scalar",
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => "avx2",
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => "avx512vnni",
         }
     }
 }
@@ -161,7 +142,7 @@ fn kernel(dtype: DType, backend: Backend) -> Kernel {
             DType::Q6_K => Dot::one(scalar::dot_q6_k),
         },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512Vnni => {
+        Isa::Avx2 => {
             use super::avx2;
             let q8 = |one, four| {
                 Kernel::Q8(Dot {
@@ -183,24 +164,23 @@ fn kernel(dtype: DType, backend: Backend) -> Kernel {
     }
 }
 
-/// Dot products of one weight row with groups of [`vnni::LANES`](super::vnni::LANES) packed
+/// Dot products of one weight row with groups of [`lanes::LANES`](super::lanes::LANES) packed
 /// tokens, `LANES` results per group into the last argument. Same safety contract as [`DotFn`].
 #[cfg(target_arch = "x86_64")]
-type PackedFn = unsafe fn(&[u8], &[&[super::vnni::PackedQ8]], &mut [f32]);
+type PackedFn = unsafe fn(&[u8], &[&[super::lanes::PackedQ8]], &mut [f32]);
 
 /// Tokens from which the packed (tokens in lanes) kernels are used: they always compute groups
-/// of 8 tokens, and at 8 they already beat the four-token AVX2 kernels (by 5-30%).
+/// of 8 tokens.
 pub const PACKED_MIN_TOKENS: usize = 8;
 
-/// The packed kernel for a weight type on a backend, if there is one, and how it wants its
-/// activations packed.
+/// The packed kernel for a weight type on a backend, if there is one.
 #[cfg(target_arch = "x86_64")]
-fn packed_kernel(dtype: DType, backend: Backend) -> Option<(PackedFn, super::vnni::Packing)> {
-    use super::vnni::{self, Packing};
+fn packed_kernel(dtype: DType, backend: Backend) -> Option<PackedFn> {
+    use super::lanes;
     match (backend.0, dtype) {
-        (Isa::Avx512Vnni, DType::Q4_0) => Some((vnni::dot_q4_0, Packing::Offset)),
-        (Isa::Avx512Vnni, DType::Q4_1) => Some((vnni::dot_q4_1, Packing::Signed)),
-        (Isa::Avx512Vnni, DType::Q8_0) => Some((vnni::dot_q8_0, Packing::Offset)),
+        (Isa::Avx2, DType::Q4_0) => Some(lanes::dot_q4_0),
+        (Isa::Avx2, DType::Q4_1) => Some(lanes::dot_q4_1),
+        (Isa::Avx2, DType::Q8_0) => Some(lanes::dot_q8_0),
         _ => None,
     }
 }
@@ -339,9 +319,9 @@ impl QMatrix {
         let per_token = self.cols() / 32;
         #[cfg(target_arch = "x86_64")]
         if act.len() >= PACKED_MIN_TOKENS * per_token
-            && let Some((packed, packing)) = packed_kernel(self.dtype(), backend)
+            && let Some(packed) = packed_kernel(self.dtype(), backend)
         {
-            self.drive_packed(act, per_token, packed, packing, out);
+            self.drive_packed(act, per_token, packed, out);
             return;
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -386,17 +366,10 @@ impl QMatrix {
     }
 
     /// [`drive`](Self::drive) for a packed kernel: the same tiles, each tile's activations packed
-    /// once into groups of [`vnni::LANES`](super::vnni::LANES) tokens.
+    /// once into groups of [`lanes::LANES`](super::lanes::LANES) tokens.
     #[cfg(target_arch = "x86_64")]
-    fn drive_packed(
-        &self,
-        act: &[BlockQ8],
-        per_token: usize,
-        dot: PackedFn,
-        packing: super::vnni::Packing,
-        out: &mut [f32],
-    ) {
-        use super::vnni::{LANES, PackedQ8, pack};
+    fn drive_packed(&self, act: &[BlockQ8], per_token: usize, dot: PackedFn, out: &mut [f32]) {
+        use super::lanes::{LANES, PackedQ8, pack};
         let rows = self.rows();
         let threads = rayon::current_num_threads().max(1);
         let tokens = act.len() / per_token;
@@ -416,7 +389,7 @@ impl QMatrix {
                     .with_min_len(min_items(LANES * per_token * 32))
                     .for_each(|(p, act)| {
                         let tokens: Vec<&[BlockQ8]> = act.chunks_exact(per_token).collect();
-                        pack(&tokens, packing, p);
+                        pack(&tokens, p);
                     });
                 let packed: Vec<&[PackedQ8]> = packed.chunks_exact(per_token).collect();
                 rows_in_chunks(rows, tile, chunk, groups * LANES, out, |r, lanes| {

@@ -8,7 +8,7 @@
 //! - `dequant`: GGML-exact dequantization of every type.
 //! - `q8`: activation quantization (Q8 blocks of 32, Q8_K blocks of 256).
 //! - `scalar` and `avx2`: per-row dot products, portable and x86_64 AVX2 (picked at run time);
-//!   `vnni`: AVX-512 VNNI kernels for Q4_0/Q4_1/Q8_0 with many tokens (tokens in lanes).
+//!   `lanes`: AVX2 kernels for Q4_0/Q4_1/Q8_0 with many tokens (tokens in lanes).
 //! - `matrix`: [`QMatrix`] and its constructors; `matmul`: the multithreaded driver.
 //!
 //! Invariants: a [`QMatrix`] is validated when built (block-multiple rows, exact byte length, in
@@ -21,12 +21,12 @@ mod blocks;
 mod dequant;
 mod dtype;
 mod error;
+#[cfg(target_arch = "x86_64")]
+mod lanes;
 mod matmul;
 mod matrix;
 mod q8;
 mod scalar;
-#[cfg(target_arch = "x86_64")]
-mod vnni;
 
 pub use dequant::dequantize_row;
 pub use dtype::{DType, ggml_type_name};
