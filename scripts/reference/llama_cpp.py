@@ -35,7 +35,10 @@ earlier with other flags). `python -c "import llama_cpp; print(llama_cpp.llama_p
 shows AVX512 = 1 on an AVX-512 machine for a native build.
 
 Usage: scripts/fixtures.sh model && python3 scripts/reference/llama_cpp.py [--model GGUF] [--out JSON]
-  --out defaults to crates/engine/tests/fixtures/reference/smollm2_llama_cpp.json
+  --out defaults to crates/engine/tests/fixtures/reference/smollm2_llama_cpp.json (made on an
+  AVX-512 machine); smollm2_llama_cpp_avx2.json beside it was made with --out on an AVX2-only one
+  (AMD EPYC Zen 3). The two builds' logits differ (vector widths, expf), and the CPU executor
+  reproduces either (`ggml::Width`); cpu_reference.rs checks both.
 """
 
 import argparse

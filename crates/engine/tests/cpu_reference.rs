@@ -1,6 +1,8 @@
 //! The CPU executor against independent references:
 //! - llama.cpp on the same GGUF (SmolLM2-135M-Instruct Q4_1): teacher-forced top-1 agreement and
-//!   greedy continuations (fixture from `scripts/reference/llama_cpp.py`);
+//!   greedy continuations (fixtures from `scripts/reference/llama_cpp.py`, one made by its native
+//!   build on an AVX-512 CPU, one on an AVX2 CPU; each checked with the executor reproducing that
+//!   build, whatever this CPU is);
 //! - an exact float64 forward pass of the same weights (`scripts/reference/smollm2_f64.py`);
 //! - tiny random safetensors Llama, Qwen3 and Qwen2 models against the numpy float64 reference
 //!   (`scripts/reference/numpy_llama.py`, run by this test) to 1e-4 relative error.
@@ -8,8 +10,8 @@
 //! Both llama.cpp and this executor quantize activations to 8 bits before quantized matmuls, which
 //! moves logits by ~0.1 from the exact result; where the top two logits are closer than that,
 //! either top-1 may be right. This executor reproduces llama.cpp's CPU arithmetic (see
-//! `executor/cpu/ggml.rs`), so against llama.cpp (its x86 AVX-512 build that made the fixture) the
-//! logits are equal and every top-1 and greedy token agrees; the thresholds leave room for a C
+//! `executor/cpu/ggml.rs`), so against llama.cpp (the build that made each fixture) the logits
+//! are equal and every top-1 and greedy token agrees; the thresholds leave room for a C
 //! library whose `sinf`/`cosf`/`powf` round differently. Against the exact float64 reference,
 //! the margins recorded in the fixture say where comparisons are meaningful.
 
@@ -19,7 +21,7 @@ use std::process::Command;
 use std::sync::Arc;
 use turbine_engine::EngineConfig;
 use turbine_engine::core::EngineCore;
-use turbine_engine::executor::cpu::{CpuExecutor, Model};
+use turbine_engine::executor::cpu::{CpuExecutor, Model, Width};
 use turbine_protocols::{InstanceId, PreprocessedRequest, SamplingOptions, StopConditions};
 
 const BLOCK: usize = 16;
@@ -29,6 +31,22 @@ fn fixture(name: &str) -> Value {
         .join("tests/fixtures/reference")
         .join(name);
     serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("fixture JSON")
+}
+
+/// The llama.cpp fixtures, by the build that made them.
+const LLAMA_CPP: [(&str, Width); 2] = [
+    ("smollm2_llama_cpp.json", Width::Avx512),
+    ("smollm2_llama_cpp_avx2.json", Width::Avx2),
+];
+
+/// The build a llama.cpp fixture says made it (its `llama_print_system_info`).
+fn fixture_width(reference: &Value) -> Width {
+    let info = reference["system_info"].as_str().expect("system_info");
+    if info.contains("AVX512 = 1") {
+        Width::Avx512
+    } else {
+        Width::Avx2
+    }
 }
 
 fn smollm2() -> Arc<Model> {
@@ -60,12 +78,14 @@ fn argmax(row: &[f32]) -> u32 {
 }
 
 /// (agreement over all positions, agreement where the reference's margin ≥ `margin`, count there)
-fn teacher_forced(reference: &Value, margin: f64) -> (f64, f64, usize) {
+/// with the executor reproducing the `width` build of llama.cpp.
+fn teacher_forced(reference: &Value, margin: f64, width: Width) -> (f64, f64, usize) {
     let model = smollm2();
     let vocab = model.config.vocab;
     let tf = &reference["teacher_forced"];
     let tokens = ids(&tf["tokens"]);
-    let mut executor = CpuExecutor::new(model, tokens.len().div_ceil(BLOCK), BLOCK);
+    let mut executor =
+        CpuExecutor::new(model, tokens.len().div_ceil(BLOCK), BLOCK).with_width(width);
     let logits = executor.score(&tokens, BLOCK).expect("score");
     let expected = ids(&tf["top1"]);
     let margins: Vec<f64> = tf["top1_margin"]
@@ -104,30 +124,33 @@ fn teacher_forced(reference: &Value, margin: f64) -> (f64, f64, usize) {
 
 #[test]
 fn teacher_forced_top1_agrees_with_llama_cpp() {
-    let reference = fixture("smollm2_llama_cpp.json");
-    let (all, confident, n) = teacher_forced(&reference, 0.3);
-    eprintln!(
-        "llama.cpp top-1 agreement: {:.2}% of all positions, {:.2}% of {n} with margin ≥ 0.3",
-        all * 100.0,
-        confident * 100.0
-    );
-    assert!(
-        reference["teacher_forced"]["tokens"]
-            .as_array()
-            .expect("tokens")
-            .len()
-            >= 256
-    );
-    assert!(all >= 0.99, "top-1 agreement {all}");
-    assert_eq!(
-        confident, 1.0,
-        "every position where llama.cpp is sure agrees"
-    );
+    for (name, width) in LLAMA_CPP {
+        let reference = fixture(name);
+        assert_eq!(fixture_width(&reference), width, "{name}");
+        let (all, confident, n) = teacher_forced(&reference, 0.3, width);
+        eprintln!(
+            "{name}: llama.cpp top-1 agreement: {:.2}% of all positions, {:.2}% of {n} with margin ≥ 0.3",
+            all * 100.0,
+            confident * 100.0
+        );
+        assert!(
+            reference["teacher_forced"]["tokens"]
+                .as_array()
+                .expect("tokens")
+                .len()
+                >= 256
+        );
+        assert!(all >= 0.99, "{name}: top-1 agreement {all}");
+        assert_eq!(
+            confident, 1.0,
+            "{name}: every position where llama.cpp is sure agrees"
+        );
+    }
 }
 
 #[test]
 fn teacher_forced_top1_agrees_with_exact_reference() {
-    let (all, confident, n) = teacher_forced(&fixture("smollm2_f64.json"), 0.3);
+    let (all, confident, n) = teacher_forced(&fixture("smollm2_f64.json"), 0.3, Width::native());
     eprintln!(
         "f64 top-1 agreement: {:.2}% of all positions, {:.2}% of {n} with margin ≥ 0.3",
         all * 100.0,
@@ -139,7 +162,13 @@ fn teacher_forced_top1_agrees_with_exact_reference() {
 
 #[test]
 fn greedy_continuations_match_llama_cpp_while_it_is_sure() {
-    let reference = fixture("smollm2_llama_cpp.json");
+    for (name, width) in LLAMA_CPP {
+        greedy_continuations(name, width);
+    }
+}
+
+fn greedy_continuations(name: &str, width: Width) {
+    let reference = fixture(name);
     let model = smollm2();
     let config = EngineConfig {
         num_blocks: 64,
@@ -147,7 +176,7 @@ fn greedy_continuations_match_llama_cpp_while_it_is_sure() {
         max_model_len: 1024,
         ..Default::default()
     };
-    let executor = Box::new(CpuExecutor::new(model, config.num_blocks, BLOCK));
+    let executor = Box::new(CpuExecutor::new(model, config.num_blocks, BLOCK).with_width(width));
     let mut core = EngineCore::new(config, executor, InstanceId(1), 0).expect("engine");
     let cases = reference["greedy"].as_array().expect("greedy");
     let mut seqs = Vec::new();
@@ -198,18 +227,18 @@ fn greedy_continuations_match_llama_cpp_while_it_is_sure() {
         assert_eq!(
             ours[..sure],
             expected[..sure],
-            "{}: first {sure} tokens",
+            "{name} {}: first {sure} tokens",
             case["name"]
         );
         identical += usize::from(*ours == expected);
     }
     eprintln!(
-        "greedy: {identical} of {} continuations identical to llama.cpp over all 32 tokens",
+        "{name}: greedy: {identical} of {} continuations identical to llama.cpp over all 32 tokens",
         cases.len()
     );
     assert!(
         identical >= 4,
-        "{identical} of 5 greedy continuations identical"
+        "{name}: {identical} of 5 greedy continuations identical"
     );
 }
 

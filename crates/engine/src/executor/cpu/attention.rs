@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::forward::TokenRow;
-use super::ggml::{self, Order, fma_fn};
+use super::ggml::{self, Order, Width, fma_fn};
 use super::kv_cache::{KvCache, KvElem};
 
 /// K and V of positions `0..len` of a sequence, `len × width` each, as `f32`.
@@ -56,14 +56,17 @@ thread_local! {
 }
 
 /// Attention of every row (`q`: `rows × heads × head_dim`, rounded to the cache's type) into
-/// `out` (same shape), layer `layer`, after the rows' K and V are in `cache`. `shared` keeps the
-/// prefilled sequences' contexts between calls (their memory is reused).
+/// `out` (same shape), layer `layer`, after the rows' K and V are in `cache`, in the arithmetic
+/// of the `width` build of llama.cpp. `shared` keeps the prefilled sequences' contexts between
+/// calls (their memory is reused).
+#[allow(clippy::too_many_arguments)]
 pub fn attention<T: KvElem>(
     cache: &KvCache<T>,
     layer: usize,
     rows: &[TokenRow<'_>],
     q: &[f32],
     shape: Heads,
+    width: Width,
     shared: &mut Vec<Context>,
     out: &mut [f32],
 ) {
@@ -113,7 +116,7 @@ pub fn attention<T: KvElem>(
                         &s.context
                     }
                 };
-                attend::<T>(context, len, q, shape, row.order, &mut s.scores, out);
+                attend::<T>(context, len, q, shape, row.order, width, &mut s.scores, out);
             })
         });
 }
@@ -124,8 +127,8 @@ fma_fn! {
     ///
     /// As llama.cpp: the products with K and V are taken in the cache's precision (`q` is
     /// rounded to it, and the softmax weights are rounded here), summed in `order`; for V,
-    /// position `p` goes to lane `p % 16` of accumulator `(p / 16) % slots`, each lane's chain
-    /// computed for 8 dimensions at once.
+    /// position `p` goes to lane `p % W` of accumulator `(p / W) % slots` (`W` the lanes of
+    /// `width`), each lane's chain computed for 8 dimensions at once.
     #[allow(clippy::too_many_arguments)]
     fn attend<T: KvElem>(
         context: &Context,
@@ -133,10 +136,34 @@ fma_fn! {
         q: &[f32],
         shape: Heads,
         order: Order,
+        width: Width,
         scores: &mut Vec<f32>,
         out: &mut [f32],
     ) {
-        let Heads { heads, kv_heads, head_dim: hd } = shape;
+        match width {
+            Width::Avx2 => attend_lanes::<T, 8>(context, len, q, shape, order, scores, out),
+            Width::Avx512 => attend_lanes::<T, 16>(context, len, q, shape, order, scores, out),
+        }
+    }
+}
+
+/// [`attend`] with `W` lanes.
+#[inline(always)]
+fn attend_lanes<T: KvElem, const W: usize>(
+    context: &Context,
+    len: usize,
+    q: &[f32],
+    shape: Heads,
+    order: Order,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    {
+        let Heads {
+            heads,
+            kv_heads,
+            head_dim: hd,
+        } = shape;
         let group = heads / kv_heads;
         let width = kv_heads * hd;
         let scale = 1.0 / (hd as f32).sqrt();
@@ -147,11 +174,11 @@ fma_fn! {
                 for j in 0..group {
                     let h = g * group + j;
                     let qh = &q[h * hd..(h + 1) * hd];
-                    scores[j * len + p] = ggml::dot(qh, k, order) * scale;
+                    scores[j * len + p] = ggml::dot::<W>(qh, k, order) * scale;
                 }
             }
             for j in 0..group {
-                ggml::softmax(&mut scores[j * len..(j + 1) * len]);
+                ggml::softmax::<W>(&mut scores[j * len..(j + 1) * len]);
             }
             T::round(scores);
             for j in 0..group {
@@ -160,32 +187,33 @@ fma_fn! {
                 let out = &mut out[h * hd..(h + 1) * hd];
                 let whole = hd / 8 * 8;
                 for d in (0..whole).step_by(8) {
-                    let sum: [f32; 8] = weighted_sum(&context.v, w, width, g * hd + d, order);
+                    let sum: [f32; 8] =
+                        weighted_sum::<8, W>(&context.v, w, width, g * hd + d, order);
                     out[d..d + 8].copy_from_slice(&sum);
                 }
                 for (d, o) in out.iter_mut().enumerate().skip(whole) {
-                    [*o] = weighted_sum::<1>(&context.v, w, width, g * hd + d, order);
+                    [*o] = weighted_sum::<1, W>(&context.v, w, width, g * hd + d, order);
                 }
             }
         }
     }
 }
 
-/// `sum_p w[p] * v[p][at..at + W]` over the rows of `width` in `v`, in `order` with positions as
-/// the summed elements.
+/// `sum_p w[p] * v[p][at..at + D]` over the rows of `width` in `v`, in `order` with positions
+/// as the summed elements, `W` lanes.
 #[inline(always)]
-fn weighted_sum<const W: usize>(
+fn weighted_sum<const D: usize, const W: usize>(
     v: &[f32],
     w: &[f32],
     width: usize,
     at: usize,
     order: Order,
-) -> [f32; W] {
+) -> [f32; D] {
     let slots = order.slots();
-    let mut acc = [[[0f32; W]; 16]; 4];
+    let mut acc = [[[0f32; D]; W]; 4];
     for (p, &wp) in w.iter().enumerate() {
-        let lane = &mut acc[(p / 16) % slots][p % 16];
-        let row: &[f32; W] = v[p * width + at..][..W].try_into().unwrap();
+        let lane = &mut acc[(p / W) % slots][p % W];
+        let row: &[f32; D] = v[p * width + at..][..D].try_into().unwrap();
         for (a, x) in lane.iter_mut().zip(row) {
             *a = wp.mul_add(*x, *a);
         }

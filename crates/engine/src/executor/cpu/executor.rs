@@ -1,7 +1,7 @@
 //! The CPU executor: the engine's batched steps on a [`Model`] with a paged [`KvCache`].
 
 use super::forward::{Scratch, TokenRow, forward};
-use super::ggml::Order;
+use super::ggml::{Order, Width};
 use super::kv_cache::{KvCache, KvElem, KvType};
 use super::model::Model;
 use crate::executor::{Batch, Executor, ExecutorError, Samples, StepOutput};
@@ -11,6 +11,8 @@ use std::sync::Arc;
 pub struct CpuExecutor {
     model: Arc<Model>,
     cache: Cache,
+    /// The llama.cpp build whose attention and SiLU arithmetic is reproduced.
+    width: Width,
     scratch: Scratch,
 }
 
@@ -29,8 +31,16 @@ impl CpuExecutor {
         Self {
             model,
             cache,
+            width: Width::native(),
             scratch: Scratch::default(),
         }
+    }
+
+    /// Reproduces the `width` build of llama.cpp instead of the one this CPU would get (to check
+    /// against a reference made on another machine).
+    pub fn with_width(mut self, width: Width) -> Self {
+        self.width = width;
+        self
     }
 
     /// The forward pass on whichever cache type the model uses, run on a rayon worker thread: the
@@ -38,10 +48,10 @@ impl CpuExecutor {
     /// other workers directly, where one started from outside the pool waits for a thread to be
     /// woken for it (which dominated one-token steps).
     fn forward(&mut self, rows: &[TokenRow<'_>], logit_rows: &[usize]) -> Vec<f32> {
-        let (model, scratch) = (&self.model, &mut self.scratch);
+        let (model, width, scratch) = (&self.model, self.width, &mut self.scratch);
         rayon::scope(|_| match &mut self.cache {
-            Cache::F32(cache) => forward(model, cache, rows, logit_rows, scratch),
-            Cache::F16(cache) => forward(model, cache, rows, logit_rows, scratch),
+            Cache::F32(cache) => forward(model, cache, rows, logit_rows, width, scratch),
+            Cache::F16(cache) => forward(model, cache, rows, logit_rows, width, scratch),
         })
     }
 }

@@ -3,7 +3,7 @@
 //! from the paged KV cache; logits are computed only for the rows that are sampled.
 
 use super::attention::{Context, Heads, attention};
-use super::ggml::{self, Order};
+use super::ggml::{self, Order, Width};
 use super::kernels::QMatrix;
 use super::kv_cache::{KvCache, KvElem};
 use super::model::Model;
@@ -44,12 +44,14 @@ fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
 }
 
 /// Runs `rows` through the model, writing their K and V into `cache`, and returns the logits of
-/// the rows listed in `logit_rows` (vocab-sized rows, in that order).
+/// the rows listed in `logit_rows` (vocab-sized rows, in that order). Attention and SiLU follow
+/// the `width` build of llama.cpp.
 pub fn forward<T: KvElem>(
     model: &Model,
     cache: &mut KvCache<T>,
     rows: &[TokenRow<'_>],
     logit_rows: &[usize],
+    width: Width,
     s: &mut Scratch,
 ) -> Vec<f32> {
     let c = &model.config;
@@ -105,7 +107,7 @@ pub fn forward<T: KvElem>(
             );
         }
         let attn = sized(&mut s.attn, t * q_dim);
-        attention(cache, l, rows, q, heads, &mut s.contexts, attn);
+        attention(cache, l, rows, q, heads, width, &mut s.contexts, attn);
         let proj = sized(&mut s.proj, t * hidden);
         layer.wo.matmul(attn, proj);
         add_in_place(&mut s.x, &s.proj);
@@ -115,7 +117,7 @@ pub fn forward<T: KvElem>(
         let gate = sized(&mut s.gate, t * c.intermediate);
         let up = sized(&mut s.up, t * c.intermediate);
         QMatrix::matmul_many([&layer.w_gate, &layer.w_up], h, [gate, up]);
-        ggml::silu_mul(gate, up);
+        ggml::silu_mul(width, gate, up);
         let proj = sized(&mut s.proj, t * hidden);
         layer.w_down.matmul(gate, proj);
         add_in_place(&mut s.x, &s.proj);

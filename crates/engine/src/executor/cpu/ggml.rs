@@ -1,6 +1,9 @@
 //! llama.cpp's element-wise arithmetic, reproduced operation for operation so that our logits
-//! equal llama.cpp's bit for bit on the same GGUF (its x86 build with AVX-512, ggml 0.9.x:
-//! `ggml/src/ggml-cpu/vec.h`, `ops.cpp` and `llamafile/sgemm.cpp`).
+//! equal llama.cpp's bit for bit on the same GGUF (its native x86 builds, ggml 0.9.x:
+//! `ggml/src/ggml-cpu/vec.h`, `ops.cpp` and `llamafile/sgemm.cpp`). A build for an AVX-512 CPU
+//! and one for an AVX2 CPU differ: vectors of 16 or 8 lanes, so other summation orders, and
+//! another `expf`. [`Width`] names the build reproduced; the executor takes the one llama.cpp
+//! would be built as on this CPU ([`Width::native`]).
 //!
 //! Why bother: activations are quantized to 8 bits before every quantized matmul, so a one-ulp
 //! difference anywhere can flip a rounding, and one flip moves the layer's output by a whole
@@ -8,20 +11,65 @@
 //! from the exact result (logits ~0.1). Only identical arithmetic keeps greedy outputs identical.
 //!
 //! What is reproduced:
-//! - `expf`: ggml's vectorized `ggml_v_expf` (AVX-512 variant), used by softmax and SiLU.
-//! - Summation orders of ggml's f16 dot products: [`Order::Tiled`] is tinyBLAS (matrices with
-//!   two or more tokens: 16 lanes, each summing every 16th product in order, then a tree);
-//!   [`Order::Vector`] is `ggml_vec_dot_f16` (one token: 4 × 16 lanes over chunks of 64, the
-//!   four combined, then the same tree).
-//! - `softmax`: `ggml_vec_soft_max_f32` (exponentials summed per 16 in a tree, the sums in f64).
+//! - `expf`: ggml's vectorized `ggml_v_expf` (its AVX-512 and AVX2 variants round differently),
+//!   used by softmax and SiLU.
+//! - Summation orders of ggml's f16 dot products, with `W` = 16 or 8 lanes: [`Order::Tiled`] is
+//!   tinyBLAS (matrices with two or more tokens: `W` lanes, each summing every `W`th product in
+//!   order, then a tree); [`Order::Vector`] is `ggml_vec_dot_f16` (one token: 4 × `W` lanes over
+//!   chunks of `4W`, the four combined, then a tree).
+//! - `softmax`: `ggml_vec_soft_max_f32` (exponentials summed per `W` in a tree, the sums in f64).
+//!
+//! Functions generic over `const W: usize` take 8 or 16 (see [`Width::lanes`]).
 //!
 //! These are plain `f32` operations with `mul_add` where ggml fuses; callers compile them with
 //! FMA enabled (see [`fma_fn!`]) so `mul_add` is one instruction.
 
-/// `e^x` as ggml's `ggml_v_expf` computes it (ARM's optimized-routines algorithm: a degree-5
-/// polynomial on the reduced argument, scaled by `2^n`; maximum error 1.5 ulp).
+/// The llama.cpp x86 build whose arithmetic is reproduced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Width {
+    /// Built for an AVX2 CPU: 8-lane vectors.
+    Avx2,
+    /// Built for an AVX-512 CPU (with AVX-512 DQ, as llama.cpp's 512-bit `expf` requires):
+    /// 16-lane vectors.
+    Avx512,
+}
+
+impl Width {
+    /// The build llama.cpp would be on this CPU (native build).
+    pub fn native() -> Width {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512dq") {
+            return Width::Avx512;
+        }
+        Width::Avx2
+    }
+
+    /// Lanes of its vectors.
+    pub fn lanes(self) -> usize {
+        match self {
+            Width::Avx2 => 8,
+            Width::Avx512 => 16,
+        }
+    }
+}
+
+/// `e^x` as ggml's `ggml_v_expf` computes it with `W`-lane vectors (ARM's optimized-routines
+/// algorithm: a degree-5 polynomial on the reduced argument, scaled by `2^n`; maximum error 1.5
+/// ulp).
 #[inline(always)]
-pub fn expf(x: f32) -> f32 {
+pub fn expf<const W: usize>(x: f32) -> f32 {
+    if W == 16 {
+        expf_avx512(x)
+    } else {
+        expf_avx2(x)
+    }
+}
+
+/// The start both variants share: `z` (`x / ln 2` plus `1.5 * 2^23`, its integer part `n` in the
+/// low mantissa bits), `n`, the reduced argument `b = x - n ln 2` and the polynomial's terms of
+/// degree 2 and up, `((c5 b + c4) b^2 + (c3 b + c2)) b^2`, short of its last FMA with `last(b)`.
+#[inline(always)]
+fn expf_parts(x: f32) -> (f32, f32, f32, f32, f32) {
     let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
     let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // 0x1.715476p+0 = 1 / ln 2
     let n = z - r;
@@ -29,19 +77,49 @@ pub fn expf(x: f32) -> f32 {
         f32::from_bits(0x35bf_be8e),                  // 0x1.7f7d1cp-20
         (-n).mul_add(f32::from_bits(0x3f31_7200), x), // 0x1.62e4p-1
     );
-    if n.abs() > 192.0 {
-        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
-    }
     let u = b * b;
-    let j = f32::from_bits(0x3c07_2010) // 0x1.0e4020p-7
+    let high = f32::from_bits(0x3c07_2010) // 0x1.0e4020p-7
         .mul_add(b, f32::from_bits(0x3d2b_9f17)) // 0x1.573e2ep-5
         .mul_add(
             u,
             // 0x1.555e66p-3, 0x1.fffdb6p-2
             f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)),
-        )
-        .mul_add(u, f32::from_bits(0x3f7f_fff6).mul_add(b, 1.0)); // 0x1.ffffecp-1
+        );
+    (z, n, b, u, high)
+}
+
+/// The polynomial's degree-1 coefficient, `0x1.ffffecp-1`.
+const C1: u32 = 0x3f7f_fff6;
+
+/// The AVX-512 variant: the polynomial includes the 1 and is scaled by `_mm512_scalef_ps`.
+#[inline(always)]
+fn expf_avx512(x: f32) -> f32 {
+    let (_, n, b, u, high) = expf_parts(x);
+    if n.abs() > 192.0 {
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    let j = high.mul_add(u, f32::from_bits(C1).mul_add(b, 1.0));
     scale_by_pow2(j, n as i32)
+}
+
+/// The AVX2 variant: `2^n + 2^n j` by one FMA, with a two-factor scaling for `|n| > 126`.
+#[inline(always)]
+fn expf_avx2(x: f32) -> f32 {
+    let (z, n, b, u, high) = expf_parts(x);
+    let j = high.mul_add(u, f32::from_bits(C1) * b);
+    // 2^n: n sits in z's low mantissa bits.
+    let e = z.to_bits() << 23;
+    let k = f32::from_bits(e.wrapping_add(1f32.to_bits()));
+    if n.abs() <= 126.0 || n.is_nan() {
+        return j.mul_add(k, k);
+    }
+    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+    let s1 = f32::from_bits(g.wrapping_add(0x7f00_0000));
+    if n.abs() > 192.0 {
+        return s1 * s1;
+    }
+    let s2 = f32::from_bits(e.wrapping_sub(g));
+    s2.mul_add(j, s2) * s1
 }
 
 /// `j * 2^n`, rounded once (`_mm512_scalef_ps` for integral `n`, `|n| <= 192`): the first factor
@@ -76,14 +154,20 @@ impl<const W: usize> Sum for [f32; W] {
     }
 }
 
-/// ggml's tree sum of 16 lanes (`_mm512_reduce_add_ps`): halves added pairwise down to one.
+/// The sum of one vector's `W` lanes as ggml's reductions take it: for 16 lanes
+/// `_mm512_reduce_add_ps` (halves added pairwise down to one), for 8 `hsum` of `__m256` (the
+/// halves added, then `movehl` and `movehdup`).
 /// (Loops, not closures, here and below: a closure would be compiled apart from the FMA-enabled
 /// callers of [`fma_fn!`], without FMA.)
 #[inline(always)]
-pub fn reduce16<T: Sum>(v: &[T; 16]) -> T {
+pub fn reduce<T: Sum, const W: usize>(v: &[T; W]) -> T {
+    assert!(W == 8 || W == 16, "8 or 16 lanes");
     let mut t = [v[0]; 8];
-    for (i, t) in t.iter_mut().enumerate() {
-        *t = v[i + 8].add(v[i]);
+    for (i, t) in t.iter_mut().enumerate().take(W / 2) {
+        *t = v[i + W / 2].add(v[i]);
+    }
+    if W == 8 {
+        return t[0].add(t[2]).add(t[1].add(t[3]));
     }
     let mut u = [t[0]; 4];
     for (i, u) in u.iter_mut().enumerate() {
@@ -110,8 +194,8 @@ impl Order {
         }
     }
 
-    /// Accumulators of 16 lanes the order uses: element `i` goes to lane `i % 16` of
-    /// accumulator `(i / 16) % slots`.
+    /// Accumulators of `W` lanes the order uses: element `i` goes to lane `i % W` of
+    /// accumulator `(i / W) % slots`.
     #[inline(always)]
     pub fn slots(self) -> usize {
         match self {
@@ -121,76 +205,87 @@ impl Order {
     }
 
     /// The sum of the accumulators' lanes (`acc[slot][lane]`, [`slots`](Self::slots) of
-    /// them), in this order's way.
+    /// them), in this order's way: the vector order adds its 4 accumulators pairwise, then
+    /// (`GGML_F32x8_REDUCE` / `_x16_`) 16 lanes by [`reduce`], 8 by two `hadd`s of their halves'
+    /// sum.
     #[inline(always)]
-    pub fn finish<T: Sum>(self, acc: &[[T; 16]]) -> T {
-        let mut lanes = acc[0];
-        if self == Order::Vector {
-            for (l, lane) in lanes.iter_mut().enumerate() {
-                *lane = acc[0][l].add(acc[2][l]).add(acc[1][l].add(acc[3][l]));
-            }
+    pub fn finish<T: Sum, const W: usize>(self, acc: &[[T; W]]) -> T {
+        if self == Order::Tiled {
+            return reduce(&acc[0]);
         }
-        reduce16(&lanes)
+        let mut lanes = acc[0];
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            *lane = acc[0][l].add(acc[2][l]).add(acc[1][l].add(acc[3][l]));
+        }
+        if W == 16 {
+            return reduce(&lanes);
+        }
+        let mut t = [lanes[0]; 4];
+        for (i, t) in t.iter_mut().enumerate() {
+            *t = lanes[i].add(lanes[i + 4]);
+        }
+        t[0].add(t[1]).add(t[2].add(t[3]))
     }
 }
 
-/// `acc[l] += x[l] * y[l]` (fused) for the 16 lanes.
+/// `acc[l] += x[l] * y[l]` (fused) for the `W` lanes.
 #[inline(always)]
-fn fma16(acc: &mut [f32; 16], x: &[f32], y: &[f32]) {
-    let (x, y): (&[f32; 16], &[f32; 16]) = (x.try_into().unwrap(), y.try_into().unwrap());
-    for l in 0..16 {
+fn fma_lanes<const W: usize>(acc: &mut [f32; W], x: &[f32], y: &[f32]) {
+    let (x, y): (&[f32; W], &[f32; W]) = (x.try_into().unwrap(), y.try_into().unwrap());
+    for l in 0..W {
         acc[l] = x[l].mul_add(y[l], acc[l]);
     }
 }
 
-/// `a · b` in `order` (`a` and `b` of one length; a partial last 16 counts as zero-padded).
+/// `a · b` in `order` with `W` lanes (`a` and `b` of one length; a partial last `W` counts as
+/// zero-padded).
 #[inline(always)]
-pub fn dot(a: &[f32], b: &[f32], order: Order) -> f32 {
+pub fn dot<const W: usize>(a: &[f32], b: &[f32], order: Order) -> f32 {
     match order {
-        Order::Tiled => dot_slots::<1>(a, b, order),
-        Order::Vector => dot_slots::<4>(a, b, order),
+        Order::Tiled => dot_slots::<W, 1>(a, b, order),
+        Order::Vector => dot_slots::<W, 4>(a, b, order),
     }
 }
 
 /// [`dot`] with `SLOTS = order.slots()` fixed at compile time, so that the accumulators stay in
 /// registers.
 #[inline(always)]
-fn dot_slots<const SLOTS: usize>(a: &[f32], b: &[f32], order: Order) -> f32 {
-    let mut acc = [[0f32; 16]; SLOTS];
+fn dot_slots<const W: usize, const SLOTS: usize>(a: &[f32], b: &[f32], order: Order) -> f32 {
+    let mut acc = [[0f32; W]; SLOTS];
     let n = a.len().min(b.len());
-    // Whole groups of SLOTS × 16, then the rest 16 at a time, the last one zero-padded.
-    let step = 16 * SLOTS;
+    // Whole groups of SLOTS × W, then the rest W at a time, the last one zero-padded.
+    let step = W * SLOTS;
     let mut c = 0;
     while c + step <= n {
         for (slot, acc) in acc.iter_mut().enumerate() {
-            let at = c + 16 * slot;
-            fma16(acc, &a[at..at + 16], &b[at..at + 16]);
+            let at = c + W * slot;
+            fma_lanes(acc, &a[at..at + W], &b[at..at + W]);
         }
         c += step;
     }
     while c < n {
-        let (mut x, mut y) = ([0f32; 16], [0f32; 16]);
-        let m = (n - c).min(16);
+        let (mut x, mut y) = ([0f32; W], [0f32; W]);
+        let m = (n - c).min(W);
         x[..m].copy_from_slice(&a[c..c + m]);
         y[..m].copy_from_slice(&b[c..c + m]);
-        fma16(&mut acc[(c / 16) % SLOTS], &x, &y);
-        c += 16;
+        fma_lanes(&mut acc[(c / W) % SLOTS], &x, &y);
+        c += W;
     }
     order.finish(&acc)
 }
 
-/// Softmax of `x` in place, as `ggml_vec_soft_max_f32` after ggml's max.
+/// Softmax of `x` in place, as `ggml_vec_soft_max_f32` with `W` lanes after ggml's max.
 #[inline(always)]
-pub fn softmax(x: &mut [f32]) {
+pub fn softmax<const W: usize>(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f64;
-    for chunk in x.chunks_mut(16) {
-        let mut e = [0f32; 16];
+    for chunk in x.chunks_mut(W) {
+        let mut e = [0f32; W];
         for (e, v) in e.iter_mut().zip(chunk.iter_mut()) {
-            *v = expf(*v - max);
+            *v = expf::<W>(*v - max);
             *e = *v;
         }
-        sum += reduce16(&e) as f64;
+        sum += reduce(&e) as f64;
     }
     let inv = (1.0 / sum) as f32;
     for v in x {
@@ -234,14 +329,26 @@ macro_rules! fma_fn {
 pub(crate) use fma_fn;
 
 fma_fn! {
-    /// `gate = silu(gate) * up` as `ggml_vec_swiglu_f32`: [`expf`] for whole groups of 16, the C
-    /// library's `expf` for the rest.
-    pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
-        let whole = gate.len() / 16 * 16;
-        for (i, (g, u)) in gate.iter_mut().zip(up).enumerate() {
-            let e = if i < whole { expf(0.0 - *g) } else { (-*g).exp() };
-            *g = *g / (1.0 + e) * u;
+    /// `gate = silu(gate) * up` as `ggml_vec_swiglu_f32` of the `width` build: [`expf`] for
+    /// whole vectors, the C library's `expf` for the rest.
+    pub fn silu_mul(width: Width, gate: &mut [f32], up: &[f32]) {
+        match width {
+            Width::Avx2 => silu_mul_lanes::<8>(gate, up),
+            Width::Avx512 => silu_mul_lanes::<16>(gate, up),
         }
+    }
+}
+
+#[inline(always)]
+fn silu_mul_lanes<const W: usize>(gate: &mut [f32], up: &[f32]) {
+    let whole = gate.len() / W * W;
+    for (i, (g, u)) in gate.iter_mut().zip(up).enumerate() {
+        let e = if i < whole {
+            expf::<W>(0.0 - *g)
+        } else {
+            (-*g).exp()
+        };
+        *g = *g / (1.0 + e) * u;
     }
 }
 
@@ -251,19 +358,36 @@ mod tests {
 
     #[test]
     fn expf_is_close_to_exp() {
-        // Normal results (below -87.3 they are subnormal, with fewer significant bits).
-        for i in -1740..1770 {
-            let x = i as f32 * 0.05;
-            let (ours, exact) = (expf(x), (x as f64).exp());
+        for (name, expf) in [
+            ("avx512", expf::<16> as fn(f32) -> f32),
+            ("avx2", expf::<8>),
+        ] {
+            // Normal results (below -87.3 they are subnormal, with fewer significant bits).
+            for i in -1740..1770 {
+                let x = i as f32 * 0.05;
+                let (ours, exact) = (expf(x), (x as f64).exp());
+                assert!(
+                    ((ours as f64 - exact) / exact).abs() < 3e-7,
+                    "{name} {x}: {ours} vs {exact}"
+                );
+            }
             assert!(
-                ((ours as f64 - exact) / exact).abs() < 3e-7,
-                "{x}: {ours} vs {exact}"
+                (expf(-100.0) as f64 - (-100f64).exp()).abs() < 2e-45,
+                "{name}"
             );
+            assert_eq!(expf(-200.0), 0.0, "{name}");
+            assert_eq!(expf(200.0), f32::INFINITY, "{name}");
+            assert_eq!(expf(f32::NEG_INFINITY), 0.0, "{name}");
         }
-        assert!((expf(-100.0) as f64 - (-100f64).exp()).abs() < 2e-45);
-        assert_eq!(expf(-200.0), 0.0);
-        assert_eq!(expf(200.0), f32::INFINITY);
-        assert_eq!(expf(f32::NEG_INFINITY), 0.0);
+    }
+
+    #[test]
+    fn the_two_expf_variants_round_differently() {
+        let differ = (0..1000)
+            .map(|i| -(i as f32) * 0.0137)
+            .filter(|&x| expf::<8>(x) != expf::<16>(x))
+            .count();
+        assert!(differ > 0);
     }
 
     #[test]
@@ -272,14 +396,34 @@ mod tests {
         let b: Vec<f32> = (0..64).map(|i| (i as f32 * 0.11).cos()).collect();
         let exact: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
         for order in [Order::Tiled, Order::Vector] {
-            assert!((dot(&a, &b, order) as f64 - exact).abs() < 1e-5);
+            assert!((dot::<16>(&a, &b, order) as f64 - exact).abs() < 1e-5);
+            assert!((dot::<8>(&a, &b, order) as f64 - exact).abs() < 1e-5);
         }
+    }
+
+    #[test]
+    fn eight_lane_trees() {
+        // Values whose sums round differently in different trees pin the 8-lane orders down.
+        let v: [f32; 8] = [1e8, 1.0, -1e8, 1.0, 3.0, 1.0, 5.0, 1.0];
+        // hsum of __m256: (v0+v4) + (v2+v6), (v1+v5) + (v3+v7), then those two.
+        let want = ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+        assert_eq!(reduce(&v), want);
+        // GGML_F32x8_REDUCE: (s0+s4) + (s1+s5), (s2+s6) + (s3+s7), then those two.
+        let zero = [0f32; 8];
+        let got = Order::Vector.finish(&[v, zero, zero, zero]);
+        assert_eq!(
+            got,
+            ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]))
+        );
     }
 
     #[test]
     fn softmax_sums_to_one() {
         let mut x: Vec<f32> = (0..37).map(|i| (i as f32 * 0.7).sin() * 5.0).collect();
-        softmax(&mut x);
+        let mut y = x.clone();
+        softmax::<16>(&mut x);
+        softmax::<8>(&mut y);
         assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!((y.iter().sum::<f32>() - 1.0).abs() < 1e-6);
     }
 }

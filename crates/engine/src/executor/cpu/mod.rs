@@ -17,4 +17,5 @@ pub mod model;
 mod ops;
 
 pub use executor::CpuExecutor;
+pub use ggml::Width;
 pub use model::Model;
