@@ -41,7 +41,8 @@ def ensure_venv():
     if Path(sys.prefix).resolve() != VENV.resolve():
         if not python.exists():
             sys.exit(f"llama_cpp_bench.py: no venv at {VENV}: run scripts/reference/llama_cpp.py first")
-        os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
+        # The script that was run (this one, or one importing this function).
+        os.execv(str(python), [str(python), *sys.argv])
 
 
 def reference_module():
