@@ -128,7 +128,7 @@ fma_fn! {
     /// As llama.cpp: the products with K and V are taken in the cache's precision (`q` is
     /// rounded to it, and the softmax weights are rounded here), summed in `order`; for V,
     /// position `p` goes to lane `p % W` of accumulator `(p / W) % slots` (`W` the lanes of
-    /// `width`), each lane's chain computed for 8 dimensions at once.
+    /// `width`), each lane's chain computed for up to 32 dimensions at once.
     #[allow(clippy::too_many_arguments)]
     fn attend<T: KvElem>(
         context: &Context,
@@ -185,13 +185,21 @@ fn attend_lanes<T: KvElem, const W: usize>(
                 let h = g * group + j;
                 let w = &scores[j * len..(j + 1) * len];
                 let out = &mut out[h * hd..(h + 1) * hd];
-                let whole = hd / 8 * 8;
-                for d in (0..whole).step_by(8) {
+                // 32 dimensions at a time (4 registers), then 8, then 1.
+                let mut d = 0;
+                while d + 32 <= hd {
+                    let sum: [f32; 32] =
+                        weighted_sum::<32, W>(&context.v, w, width, g * hd + d, order);
+                    out[d..d + 32].copy_from_slice(&sum);
+                    d += 32;
+                }
+                while d + 8 <= hd {
                     let sum: [f32; 8] =
                         weighted_sum::<8, W>(&context.v, w, width, g * hd + d, order);
                     out[d..d + 8].copy_from_slice(&sum);
+                    d += 8;
                 }
-                for (d, o) in out.iter_mut().enumerate().skip(whole) {
+                for (d, o) in out.iter_mut().enumerate().skip(d) {
                     [*o] = weighted_sum::<1, W>(&context.v, w, width, g * hd + d, order);
                 }
             }
@@ -210,12 +218,19 @@ fn weighted_sum<const D: usize, const W: usize>(
     order: Order,
 ) -> [f32; D] {
     let slots = order.slots();
+    let stride = W * slots;
     let mut acc = [[[0f32; D]; W]; 4];
-    for (p, &wp) in w.iter().enumerate() {
-        let lane = &mut acc[(p / W) % slots][p % W];
-        let row: &[f32; D] = v[p * width + at..][..D].try_into().unwrap();
-        for (a, x) in lane.iter_mut().zip(row) {
-            *a = wp.mul_add(*x, *a);
+    // One lane's chain at a time, in registers: its positions in order, `stride` apart.
+    for (s, slot) in acc.iter_mut().enumerate().take(slots) {
+        for (l, lane) in slot.iter_mut().enumerate() {
+            let mut sum = [0f32; D];
+            for (p, &wp) in w.iter().enumerate().skip(s * W + l).step_by(stride) {
+                let row: &[f32; D] = v[p * width + at..][..D].try_into().unwrap();
+                for (a, x) in sum.iter_mut().zip(row) {
+                    *a = wp.mul_add(*x, *a);
+                }
+            }
+            *lane = sum;
         }
     }
     order.finish(&acc[..slots])
