@@ -158,50 +158,46 @@ fn attend_lanes<T: KvElem, const W: usize>(
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    {
-        let Heads {
-            heads,
-            kv_heads,
-            head_dim: hd,
-        } = shape;
-        let group = heads / kv_heads;
-        let width = kv_heads * hd;
-        let scale = 1.0 / (hd as f32).sqrt();
-        // scores[h_in_group * len + p]
-        scores.resize(group * len, 0.0);
-        for g in 0..kv_heads {
-            for (p, k) in head_rows(&context.k, len, width, g * hd, hd).enumerate() {
-                for j in 0..group {
-                    let h = g * group + j;
-                    let qh = &q[h * hd..(h + 1) * hd];
-                    scores[j * len + p] = ggml::dot::<W>(qh, k, order) * scale;
-                }
-            }
-            for j in 0..group {
-                ggml::softmax::<W>(&mut scores[j * len..(j + 1) * len]);
-            }
-            T::round(scores);
+    let Heads {
+        heads,
+        kv_heads,
+        head_dim: hd,
+    } = shape;
+    let group = heads / kv_heads;
+    let width = kv_heads * hd;
+    let scale = 1.0 / (hd as f32).sqrt();
+    // scores[h_in_group * len + p]
+    scores.resize(group * len, 0.0);
+    for g in 0..kv_heads {
+        for (p, k) in head_rows(&context.k, len, width, g * hd, hd).enumerate() {
             for j in 0..group {
                 let h = g * group + j;
-                let w = &scores[j * len..(j + 1) * len];
-                let out = &mut out[h * hd..(h + 1) * hd];
-                // 32 dimensions at a time (4 registers), then 8, then 1.
-                let mut d = 0;
-                while d + 32 <= hd {
-                    let sum: [f32; 32] =
-                        weighted_sum::<32, W>(&context.v, w, width, g * hd + d, order);
-                    out[d..d + 32].copy_from_slice(&sum);
-                    d += 32;
-                }
-                while d + 8 <= hd {
-                    let sum: [f32; 8] =
-                        weighted_sum::<8, W>(&context.v, w, width, g * hd + d, order);
-                    out[d..d + 8].copy_from_slice(&sum);
-                    d += 8;
-                }
-                for (d, o) in out.iter_mut().enumerate().skip(d) {
-                    [*o] = weighted_sum::<1, W>(&context.v, w, width, g * hd + d, order);
-                }
+                let qh = &q[h * hd..(h + 1) * hd];
+                scores[j * len + p] = ggml::dot::<W>(qh, k, order) * scale;
+            }
+        }
+        for j in 0..group {
+            ggml::softmax::<W>(&mut scores[j * len..(j + 1) * len]);
+        }
+        T::round(scores);
+        for j in 0..group {
+            let h = g * group + j;
+            let w = &scores[j * len..(j + 1) * len];
+            let out = &mut out[h * hd..(h + 1) * hd];
+            // 32 dimensions at a time (4 registers), then 8, then 1.
+            let mut d = 0;
+            while d + 32 <= hd {
+                let sum: [f32; 32] = weighted_sum::<32, W>(&context.v, w, width, g * hd + d, order);
+                out[d..d + 32].copy_from_slice(&sum);
+                d += 32;
+            }
+            while d + 8 <= hd {
+                let sum: [f32; 8] = weighted_sum::<8, W>(&context.v, w, width, g * hd + d, order);
+                out[d..d + 8].copy_from_slice(&sum);
+                d += 8;
+            }
+            for (d, o) in out.iter_mut().enumerate().skip(d) {
+                [*o] = weighted_sum::<1, W>(&context.v, w, width, g * hd + d, order);
             }
         }
     }

@@ -19,7 +19,7 @@
 //!   chunks of `4W`, the four combined, then a tree).
 //! - `softmax`: `ggml_vec_soft_max_f32` (exponentials summed per `W` in a tree, the sums in f64).
 //!
-//! Functions generic over `const W: usize` take 8 or 16 (see [`Width::lanes`]).
+//! Functions generic over `const W: usize` take the lanes of a [`Width`]: 8 or 16.
 //!
 //! These are plain `f32` operations with `mul_add` where ggml fuses; callers compile them with
 //! FMA enabled (see [`fma_fn!`]) so `mul_add` is one instruction.
@@ -43,14 +43,6 @@ impl Width {
         }
         Width::Avx2
     }
-
-    /// Lanes of its vectors.
-    pub fn lanes(self) -> usize {
-        match self {
-            Width::Avx2 => 8,
-            Width::Avx512 => 16,
-        }
-    }
 }
 
 /// `e^x` as ggml's `ggml_v_expf` computes it with `W`-lane vectors (ARM's optimized-routines
@@ -66,8 +58,8 @@ pub fn expf<const W: usize>(x: f32) -> f32 {
 }
 
 /// The start both variants share: `z` (`x / ln 2` plus `1.5 * 2^23`, its integer part `n` in the
-/// low mantissa bits), `n`, the reduced argument `b = x - n ln 2` and the polynomial's terms of
-/// degree 2 and up, `((c5 b + c4) b^2 + (c3 b + c2)) b^2`, short of its last FMA with `last(b)`.
+/// low mantissa bits), `n`, the reduced argument `b = x - n ln 2`, `u = b^2`, and
+/// `high = (c5 b + c4) u + (c3 b + c2)`; each variant ends with its own `high * u + ...`.
 #[inline(always)]
 fn expf_parts(x: f32) -> (f32, f32, f32, f32, f32) {
     let r = f32::from_bits(0x4b40_0000); // 0x1.8p23

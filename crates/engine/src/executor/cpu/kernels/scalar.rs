@@ -14,9 +14,10 @@ use super::blocks::{
 use super::q8::{BlockQ8, BlockQ8K};
 
 /// ggml's x86 accumulation of 32-element blocks (`ggml_vec_dot_q4_0_q8_0` and its siblings), which
-/// the AVX2 kernels (one-token and tokens-in-lanes) compute too, so every backend gives the same bits: lane `k` of 8 `f32`
-/// lanes gets `d_w d_a` times the integer sum of elements `4k..4k + 4` of each block (fused
-/// multiply-add, block after block); the lanes are then summed as `hsum_ps` does.
+/// the AVX2 kernels (one-token and tokens-in-lanes) compute too, so every backend gives the same
+/// bits: lane `k` of 8 `f32` lanes gets `d_w d_a` times the integer sum of elements `4k..4k + 4`
+/// of each block (fused multiply-add, block after block); the lanes are then summed as `hsum_ps`
+/// does.
 struct Lanes([f32; 8]);
 
 impl Lanes {
