@@ -90,11 +90,15 @@ __device__ __forceinline__ bool prefill_block(const int* tiles, const int* block
     return true;
 }
 
+// The cache slot of key p.
+__device__ __forceinline__ size_t paged_slot(const int* table, int p) {
+    return (size_t)table[p / BLOCK_SIZE] * BLOCK_SIZE + p % BLOCK_SIZE;
+}
+
 // Where dims d.. of key p of KV head g lie in the paged cache, in elements.
 __device__ __forceinline__ size_t paged_offset(const int* table, int p, int kv_heads, int g,
                                                int d) {
-    size_t slot = (size_t)table[p / BLOCK_SIZE] * BLOCK_SIZE + p % BLOCK_SIZE;
-    return (slot * kv_heads + g) * HEAD_DIM + d;
+    return (paged_slot(table, p) * kv_heads + g) * HEAD_DIM + d;
 }
 
 extern "C" __global__ void __launch_bounds__(PQ_WARPS * 32, 2)

@@ -19,6 +19,7 @@
 #define WG_HALF_KV (WKT * 128)
 #define WG_STAGE (4 * WG_HALF_KV)
 #define WG_STAGES 3
+#define WG_THREADS 256
 
 // The 64 f32 accumulators of an m64n128 warpgroup MMA are d[0..63], laid out as 16 mma.sync
 // m16n8 C fragments (d[4n..4n+3] for columns 8n..8n+7) per warp of 16 rows: operands %0..%63.
@@ -111,7 +112,7 @@ __device__ __forceinline__ void wgmma_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 
-extern "C" __global__ void __launch_bounds__(256, 1)
+extern "C" __global__ void __launch_bounds__(WG_THREADS, 1)
 prefill_attention_wgmma(const bf16* q, const bf16* k_cache, const bf16* v_cache, const int* pos,
                         const int* block_tables, const int* tiles, int max_blocks, int heads,
                         int kv_heads, float scale_log2, bf16* out) {
@@ -148,12 +149,21 @@ prefill_attention_wgmma(const bf16* q, const bf16* k_cache, const bf16* v_cache,
 
     auto load_tile = [&](int tile, int stage) {
         unsigned ks = kvs + stage * WG_STAGE, vs = ks + 2 * WG_HALF_KV;
-        for (int i = threadIdx.x; i < WKT * 16; i += blockDim.x) {
-            int key = i / 16, d = (i % 16) * 8;
-            int p = tile * WKT + key;
-            // Keys past the last read nothing and land as zeros.
-            size_t base = p < n_keys ? paged_offset(table, p, kv_heads, g, d) : 0;
-            int bytes = p < n_keys ? 16 : 0;
+        // Key tid / 16 + 16 j, dims d.. of the tile for the j-th copy: the block-table reads of all
+        // of them first (unrolled, so they are in flight at once), then the copies.
+        constexpr int COPIES = WKT * 16 / WG_THREADS;
+        int key0 = threadIdx.x / 16, d = (threadIdx.x % 16) * 8;
+        size_t slot[COPIES];
+#pragma unroll
+        for (int j = 0; j < COPIES; j++) {
+            slot[j] = paged_slot(table, min(tile * WKT + key0 + j * (WG_THREADS / 16), n_keys - 1));
+        }
+#pragma unroll
+        for (int j = 0; j < COPIES; j++) {
+            int key = key0 + j * (WG_THREADS / 16);
+            // Keys past the last land as zeros.
+            int bytes = tile * WKT + key < n_keys ? 16 : 0;
+            size_t base = (slot[j] * kv_heads + g) * HEAD_DIM + d;
             unsigned at = swizzled(WKT, key, d);
             copy16_to(ks + at, k_cache + base, bytes);
             copy16_to(vs + at, v_cache + base, bytes);
@@ -224,9 +234,10 @@ prefill_attention_wgmma(const bf16* q, const bf16* k_cache, const bf16* v_cache,
         pin(&pa[0][0], 4 * WKT / 16);
         if (next < n_tiles) {
             arrived(0);
-            // The stage of tile - 1: its MMAs finished before every thread passed the barrier.
-            if (next + 1 < n_tiles) load_tile(next + 1, (next + 1) % WG_STAGES);
             scores(s, next % WG_STAGES);
+            // Into the stage of tile - 1 (its MMAs finished before every thread passed the
+            // barrier), while the tensor cores work on S.
+            if (next + 1 < n_tiles) load_tile(next + 1, (next + 1) % WG_STAGES);
         }
         unsigned vs = kvs + (tile % WG_STAGES) * WG_STAGE + 2 * WG_HALF_KV;
         wgmma_fence();
