@@ -172,53 +172,59 @@ extern "C" __global__ void add_rmsnorm(float* x, const bf16* delta, const bf16* 
 
 // After the fused QKV projection: bias, Qwen3's per-head q/k RMSNorm, RoPE, then q to `q_out` and
 // k, v into the paged cache at each token's slot. qkv rows are [q heads | k heads | v heads].
-// Grid: (tokens, heads + kv_heads); block: HEAD_DIM / 2 threads, one rotation pair each.
+// Grid: (tokens, heads + kv_heads in blocks of `per_block` heads); block: HEAD_DIM / 2 threads,
+// one rotation pair each, looping over the block's heads (a long prefill's millions of one-head
+// blocks cost more to launch than their work, and each computed its rotation again).
 extern "C" __global__ void qkv_post(const bf16* qkv, const bf16* bias, const bf16* q_norm,
                                     const bf16* k_norm, const float* inv_freq, const int* pos,
                                     const int* slots, bf16* q_out, bf16* k_cache, bf16* v_cache,
-                                    int heads, int kv_heads, int interleaved, float eps) {
+                                    int heads, int kv_heads, int interleaved, float eps,
+                                    int per_block) {
     pdl_start();
-    int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
+    int t = blockIdx.x, i = threadIdx.x;
     int width = (heads + 2 * kv_heads) * HEAD_DIM;
     const bf16* row = qkv + (size_t)t * width;
     int a = interleaved ? 2 * i : i;
     int b = interleaved ? 2 * i + 1 : i + HEAD_DIM / 2;
-    int col = h * HEAD_DIM;
-    float xa = bf2f(row[col + a]), xb = bf2f(row[col + b]);
-    if (bias) {
-        xa += bf2f(bias[col + a]);
-        xb += bf2f(bias[col + b]);
-    }
-    bool is_q = h < heads;
-    const bf16* norm = is_q ? q_norm : k_norm;
-    if (norm) {
-        float scale = rsqrtf(block_sum(xa * xa + xb * xb) / HEAD_DIM + eps);
-        xa = xa * scale * bf2f(norm[a]);
-        xb = xb * scale * bf2f(norm[b]);
-    }
     float s, c;
     sincosf((float)pos[t] * inv_freq[i], &s, &c);
-    float ra = xa * c - xb * s, rb = xb * c + xa * s;
-    if (is_q) {
-        bf16* q = q_out + ((size_t)t * heads + h) * HEAD_DIM;
-        q[a] = f2bf(ra);
-        q[b] = f2bf(rb);
-        return;
+    int first = blockIdx.y * per_block, last = min(first + per_block, heads + kv_heads);
+    for (int h = first; h < last; h++) {
+        int col = h * HEAD_DIM;
+        float xa = bf2f(row[col + a]), xb = bf2f(row[col + b]);
+        if (bias) {
+            xa += bf2f(bias[col + a]);
+            xb += bf2f(bias[col + b]);
+        }
+        bool is_q = h < heads;
+        const bf16* norm = is_q ? q_norm : k_norm;
+        if (norm) {
+            float scale = rsqrtf(block_sum(xa * xa + xb * xb) / HEAD_DIM + eps);
+            xa = xa * scale * bf2f(norm[a]);
+            xb = xb * scale * bf2f(norm[b]);
+        }
+        float ra = xa * c - xb * s, rb = xb * c + xa * s;
+        if (is_q) {
+            bf16* q = q_out + ((size_t)t * heads + h) * HEAD_DIM;
+            q[a] = f2bf(ra);
+            q[b] = f2bf(rb);
+            continue;
+        }
+        // A negative slot: a padding row of a CUDA graph's batch, which writes nothing.
+        if (slots[t] < 0) continue;
+        int g = h - heads;
+        size_t dst = ((size_t)slots[t] * kv_heads + g) * HEAD_DIM;
+        k_cache[dst + a] = f2bf(ra);
+        k_cache[dst + b] = f2bf(rb);
+        int vcol = (heads + kv_heads + g) * HEAD_DIM;
+        float va = bf2f(row[vcol + a]), vb = bf2f(row[vcol + b]);
+        if (bias) {
+            va += bf2f(bias[vcol + a]);
+            vb += bf2f(bias[vcol + b]);
+        }
+        v_cache[dst + a] = f2bf(va);
+        v_cache[dst + b] = f2bf(vb);
     }
-    // A negative slot: a padding row of a CUDA graph's batch, which writes nothing.
-    if (slots[t] < 0) return;
-    int g = h - heads;
-    size_t dst = ((size_t)slots[t] * kv_heads + g) * HEAD_DIM;
-    k_cache[dst + a] = f2bf(ra);
-    k_cache[dst + b] = f2bf(rb);
-    int vcol = (heads + kv_heads + g) * HEAD_DIM;
-    float va = bf2f(row[vcol + a]), vb = bf2f(row[vcol + b]);
-    if (bias) {
-        va += bf2f(bias[vcol + a]);
-        vb += bf2f(bias[vcol + b]);
-    }
-    v_cache[dst + a] = f2bf(va);
-    v_cache[dst + b] = f2bf(vb);
 }
 
 // The keys of split `split` of a token's `ctx`, dealt to `splits` chunks of at least `min_keys`:

@@ -26,6 +26,9 @@ pub const SOURCE_ENV: &str = "TURBINE_CUDA_SOURCE";
 const ATTN_THREADS: u32 = 128;
 /// Items (warps) per block of `decode_attention_mma` (MMA_ITEMS in the source).
 const MMA_ITEMS: u32 = 4;
+/// `qkv_post` does this many heads per block from this many tokens on.
+const QKV_HEADS_PER_BLOCK: usize = 8;
+const QKV_HEADS_MIN_TOKENS: usize = 256;
 
 pub struct Kernels {
     embed: CUfunction,
@@ -243,7 +246,11 @@ impl Kernels {
         eps: f32,
     ) -> GpuResult<()> {
         let inter = interleaved as i32;
-        let grid = (t as u32, (shape.heads + shape.kv_heads) as u32, 1);
+        // One head per block for decode-sized steps (the parallelism), several for prefills.
+        let per_block = if t >= QKV_HEADS_MIN_TOKENS { QKV_HEADS_PER_BLOCK } else { 1 };
+        let all_heads = (shape.heads + shape.kv_heads) as usize;
+        let grid = (t as u32, all_heads.div_ceil(per_block) as u32, 1);
+        let per_block = per_block as i32;
         // SAFETY: slots index the cache layer; the rest is sized for t tokens.
         unsafe {
             gpu.launch(
@@ -265,6 +272,7 @@ impl Kernels {
                     arg(&shape.kv_heads),
                     arg(&inter),
                     arg(&eps),
+                    arg(&per_block),
                 ],
             )
         }
@@ -405,7 +413,9 @@ impl Kernels {
         t: usize,
         inter: usize,
     ) -> GpuResult<()> {
-        let blocks = inter.div_ceil(256).min(1024) as u32;
+        // The kernel's threads take 8 columns each where `inter` allows.
+        let per_thread = if inter.is_multiple_of(8) { 8 } else { 1 };
+        let blocks = inter.div_ceil(256 * per_thread).min(1024) as u32;
         let inter = inter as i32;
         // SAFETY: gate_up holds t × 2·inter, out t × inter.
         unsafe {
