@@ -3,13 +3,17 @@
 //!
 //! A token attends over positions `0..=pos` of its sequence, read as `f32` from a [`Context`]: a
 //! contiguous copy of the sequence's K and V. The tokens of a sequence prefilled in this step
-//! share one copy, gathered once per layer (prefill attention is quadratic, the copy linear); a
-//! decoding token gathers its own into a per-thread buffer.
+//! share one copy, gathered once per layer (prefill attention is quadratic, the copy linear). A
+//! decoding token reads the cache's blocks directly where [`attention_avx2`] runs (the AVX2
+//! build's arithmetic on an AVX2 CPU), and otherwise gathers its own copy into a per-thread
+//! buffer.
 
 use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::attention_avx2;
 use super::forward::TokenRow;
 use super::ggml::{self, Order, Width, fma_fn};
 use super::kv_cache::{KvCache, KvElem};
@@ -46,8 +50,10 @@ pub struct Heads {
 /// Per-thread buffers.
 #[derive(Default)]
 struct Scratch {
-    /// A decoding token's context.
+    /// A decoding token's context, where [`attention_avx2`] does not run.
     context: Context,
+    /// A decoding token's row offsets, for [`attention_avx2`].
+    rows: Vec<usize>,
     scores: Vec<f32>,
 }
 
@@ -108,17 +114,47 @@ pub fn attention<T: KvElem>(
         .zip(rows.par_iter().zip(context_of))
         .for_each(|((out, q), (row, context))| {
             SCRATCH.with_borrow_mut(|s| {
-                let len = row.pos + 1;
-                let context = match context {
-                    Some(r) => &shared[r],
-                    None => {
-                        s.context.gather(cache, layer, row.block_table, len);
-                        &s.context
-                    }
-                };
-                attend::<T>(context, len, q, shape, row.order, width, &mut s.scores, out);
+                let shared = context.map(|r| &shared[r]);
+                attend_row(cache, layer, row, shared, q, shape, width, s, out);
             })
         });
+}
+
+/// Attention of `row` into `out` (see [`attention`]), over `shared`, its sequence's gathered
+/// context, if it has one; otherwise (a decoding token) over the cache.
+#[allow(clippy::too_many_arguments)]
+fn attend_row<T: KvElem>(
+    cache: &KvCache<T>,
+    layer: usize,
+    row: &TokenRow<'_>,
+    shared: Option<&Context>,
+    q: &[f32],
+    shape: Heads,
+    width: Width,
+    s: &mut Scratch,
+    out: &mut [f32],
+) {
+    let len = row.pos + 1;
+    let context = match shared {
+        Some(context) => context,
+        None => {
+            #[cfg(target_arch = "x86_64")]
+            if width == Width::Avx2
+                && row.order == Order::Vector
+                && attention_avx2::fits(shape.head_dim)
+                && attention_avx2::available()
+            {
+                let (table, rows, scores) = (row.block_table, &mut s.rows, &mut s.scores);
+                // SAFETY: the CPU features were just detected, and the head size fits.
+                return unsafe {
+                    attention_avx2::decode(cache, layer, table, len, q, shape, rows, scores, out)
+                };
+            }
+            s.context.gather(cache, layer, row.block_table, len);
+            &s.context
+        }
+    };
+    attend::<T>(context, len, q, shape, row.order, width, &mut s.scores, out);
 }
 
 fma_fn! {
@@ -244,4 +280,78 @@ fn head_rows(
     m[..len * width]
         .chunks_exact(width)
         .map(move |row| &row[offset..offset + hd])
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use half::f16;
+
+    use super::*;
+
+    /// A deterministic spread of values in about `-2..2`.
+    fn values(seed: usize, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((seed * 7919 + i * 104_729) as f32 * 0.001).sin() * 2.0)
+            .collect()
+    }
+
+    /// [`attention_avx2::decode`] against the gathered context's [`attend`], bit for bit, over
+    /// lengths around the 8-position groups and 32-position chains, in shuffled blocks.
+    fn decode_matches_attend<T: KvElem>() {
+        if !attention_avx2::available() {
+            return;
+        }
+        let shape = Heads {
+            heads: 9,
+            kv_heads: 3,
+            head_dim: 64,
+        };
+        let width = shape.kv_heads * shape.head_dim;
+        let table = [5, 2, 9, 0, 7, 11, 3, 1];
+        let mut cache = KvCache::<T>::new(2, 12, 16, shape.kv_heads, shape.head_dim);
+        for layer in 0..2 {
+            for p in 0..table.len() * 16 {
+                let slot = cache.slot(&table, p);
+                let (k, v) = (values(2 * p + layer, width), values(2 * p + 1, width));
+                cache.write(layer, slot, &k, &v);
+            }
+        }
+        let mut scratch = Scratch::default();
+        for len in [1, 7, 8, 9, 31, 32, 33, 100, 128] {
+            let mut q = values(len, shape.heads * shape.head_dim);
+            T::round(&mut q);
+            let mut want = vec![0f32; q.len()];
+            let s = &mut scratch;
+            s.context.gather(&cache, 1, &table, len);
+            let (order, width) = (Order::Vector, Width::Avx2);
+            attend::<T>(
+                &s.context,
+                len,
+                &q,
+                shape,
+                order,
+                width,
+                &mut s.scores,
+                &mut want,
+            );
+            let mut got = vec![0f32; q.len()];
+            let (rows, scores) = (&mut s.rows, &mut s.scores);
+            // SAFETY: the CPU features were just detected; head_dim 64 fits.
+            unsafe {
+                attention_avx2::decode(&cache, 1, &table, len, &q, shape, rows, scores, &mut got)
+            };
+            let bits = |x: &[f32]| x.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "len {len}");
+        }
+    }
+
+    #[test]
+    fn avx2_decode_equals_attend_f16() {
+        decode_matches_attend::<f16>();
+    }
+
+    #[test]
+    fn avx2_decode_equals_attend_f32() {
+        decode_matches_attend::<f32>();
+    }
 }

@@ -8,6 +8,8 @@
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::{__m256, _mm_loadu_si128, _mm256_cvtph_ps, _mm256_loadu_ps};
 
 /// The element type of a [`KvCache`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,12 @@ pub trait KvElem: Copy + Default + Send + Sync + 'static {
     /// this type (as llama.cpp does with the cache's Q·K and P·V products) does to the other
     /// factor.
     fn round(x: &mut [f32]);
+    /// Eight elements as the lanes of a vector.
+    ///
+    /// # Safety
+    /// The CPU must have AVX and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(src: &[Self; 8]) -> __m256;
 }
 
 impl KvElem for f32 {
@@ -44,6 +52,12 @@ impl KvElem for f32 {
         dst.copy_from_slice(src);
     }
     fn round(_: &mut [f32]) {}
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(src: &[f32; 8]) -> __m256 {
+        // SAFETY: `src` is 8 readable elements; the caller guarantees AVX.
+        unsafe { _mm256_loadu_ps(src.as_ptr()) }
+    }
 }
 
 impl KvElem for f16 {
@@ -60,6 +74,12 @@ impl KvElem for f16 {
             halves.convert_from_f32_slice(chunk);
             halves.convert_to_f32_slice(chunk);
         }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(src: &[f16; 8]) -> __m256 {
+        // SAFETY: `src` is 16 readable bytes; the caller guarantees F16C.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(src.as_ptr().cast())) }
     }
 }
 
@@ -111,6 +131,12 @@ impl<T: KvElem> KvCache<T> {
         let range = self.range(layer, slot);
         T::store(k, &mut self.k[range.clone()]);
         T::store(v, &mut self.v[range]);
+    }
+
+    /// K and V of every slot of `layer`: slot `s` is `s * width..(s + 1) * width` of each.
+    pub fn layer(&self, layer: usize) -> (&[T], &[T]) {
+        let range = self.range(layer, 0).start..self.range(layer + 1, 0).start;
+        (&self.k[range.clone()], &self.v[range])
     }
 
     /// K and V of positions `0..len` of a sequence, one block's slots at a time, in order.

@@ -7,6 +7,8 @@
 //! batched pass, and `executor` plugs it into the engine.
 
 mod attention;
+#[cfg(target_arch = "x86_64")]
+mod attention_avx2;
 pub mod config;
 pub mod executor;
 mod forward;
