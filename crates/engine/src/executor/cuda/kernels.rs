@@ -247,7 +247,11 @@ impl Kernels {
     ) -> GpuResult<()> {
         let inter = interleaved as i32;
         // One head per block for decode-sized steps (the parallelism), several for prefills.
-        let per_block = if t >= QKV_HEADS_MIN_TOKENS { QKV_HEADS_PER_BLOCK } else { 1 };
+        let per_block = if t >= QKV_HEADS_MIN_TOKENS {
+            QKV_HEADS_PER_BLOCK
+        } else {
+            1
+        };
         let all_heads = (shape.heads + shape.kv_heads) as usize;
         let grid = (t as u32, all_heads.div_ceil(per_block) as u32, 1);
         let per_block = per_block as i32;
