@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# A kernel change that should not change any result, checked on a GPU machine with no Rust: greedy
+# tokens and every step's logits of `turbine generate` on a small random Llama (tiny_llama.py),
+# with the binary's own kernels (CUDA graphs on and off) against those of another kernel source,
+# e.g. an earlier commit's: for f in kernels prefill prefill_wgmma gemv decode_mma sample; do
+# git show REV:crates/engine/src/executor/cuda/$f.cu; done > old.cu
+# Usage: scripts/gpu/same_logits.sh path/to/turbine OTHER_SOURCE.cu
+set -euo pipefail
+turbine="$(realpath "$1")"
+other="$(realpath "$2")"
+here="$(dirname "$(realpath "$0")")"
+source "$here/libs.sh"
+dir="$(mktemp -d)"
+trap 'rm -rf "$dir"' EXIT
+python3 "$here/tiny_llama.py" "$dir/model"
+run() {
+  "$turbine" generate --model "$dir/model" --prompts "$dir/model/prompts.json" --max-tokens 8 \
+    --out "$dir/$1.json" "${@:2}" > "$dir/$1.log" 2>&1 || { cat "$dir/$1.log"; exit 1; }
+}
+TURBINE_CUDA_SOURCE="$other" run other
+run graphs
+run eager --cuda-graphs off
+python3 - "$dir" <<'PY'
+import json, sys
+d = sys.argv[1]
+want = json.load(open(f"{d}/other.json"))
+ok = True
+for name in ("graphs", "eager"):
+    got = json.load(open(f"{d}/{name}.json"))
+    same = got["alone"] == want["alone"] and got["batched"] == want["batched"]
+    diff = max(abs(x - y) for a, b in zip(got["logits"], want["logits"])
+               for ra, rb in zip(a, b) for x, y in zip(ra, rb))
+    print(f"{name}: tokens {'equal' if same else 'DIFFER'}, largest logit difference {diff:.3g}")
+    ok = ok and same and diff == 0
+print("PASS" if ok else "FAIL")
+sys.exit(0 if ok else 1)
+PY
