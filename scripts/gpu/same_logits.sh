@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # A kernel change that should not change any result, checked on a GPU machine with no Rust: greedy
 # tokens and every step's logits of `turbine generate` on a small random Llama (tiny_llama.py),
-# with the binary's own kernels (CUDA graphs on and off) against those of another kernel source,
-# e.g. an earlier commit's: for f in kernels prefill prefill_wgmma gemv decode_mma sample; do
-# git show REV:crates/engine/src/executor/cuda/$f.cu; done > old.cu
-# Usage: scripts/gpu/same_logits.sh path/to/turbine OTHER_SOURCE.cu
+# with the binary's kernels (CUDA graphs on and off) against a reference: another kernel source
+# for the same binary, e.g. an earlier commit's (for f in kernels prefill prefill_wgmma gemv
+# decode_mma sample; do git show REV:crates/engine/src/executor/cuda/$f.cu; done > old.cu), or
+# another turbine binary, where the change is not in the kernels alone.
+# Usage: scripts/gpu/same_logits.sh path/to/turbine OTHER_SOURCE.cu|OTHER_TURBINE
 set -euo pipefail
 turbine="$(realpath "$1")"
 other="$(realpath "$2")"
@@ -14,12 +15,17 @@ dir="$(mktemp -d)"
 trap 'rm -rf "$dir"' EXIT
 python3 "$here/tiny_llama.py" "$dir/model"
 run() {
-  "$turbine" generate --model "$dir/model" --prompts "$dir/model/prompts.json" --max-tokens 8 \
-    --out "$dir/$1.json" "${@:2}" > "$dir/$1.log" 2>&1 || { cat "$dir/$1.log"; exit 1; }
+  local bin="$1" name="$2"; shift 2
+  "$bin" generate --model "$dir/model" --prompts "$dir/model/prompts.json" --max-tokens 8 \
+    --out "$dir/$name.json" "$@" > "$dir/$name.log" 2>&1 || { cat "$dir/$name.log"; exit 1; }
 }
-TURBINE_CUDA_SOURCE="$other" run other
-run graphs
-run eager --cuda-graphs off
+if [[ "$other" == *.cu ]]; then
+  TURBINE_CUDA_SOURCE="$other" run "$turbine" other
+else
+  run "$other" other
+fi
+run "$turbine" graphs
+run "$turbine" eager --cuda-graphs off
 python3 - "$dir" <<'PY'
 import json, sys
 d = sys.argv[1]
