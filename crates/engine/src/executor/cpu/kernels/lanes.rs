@@ -1,8 +1,9 @@
 //! x86_64 AVX2 kernels for many tokens at once (Q4_0, Q4_1, Q8_0 weights against Q8
 //! activations): lanes are tokens. The activations of up to 8 tokens are repacked once per
-//! matmul ([`pack`]) so that one 32-byte load holds the same 4 elements of 8 tokens; each 4-byte
-//! group of a weight block is broadcast to all lanes, and `maddubs` + `madd` then give the integer
-//! sum of those 4 products for each of the 8 tokens, with no horizontal sums.
+//! matmul ([`pack`]) so that one 32-byte load holds the same 4 elements of 8 tokens; a weight
+//! row's quants are unpacked once per row into one byte per element ([`Weights::unpack`]), and
+//! each 4-byte group of them is broadcast to all lanes, so that `maddubs` + `madd` give the
+//! integer sum of those 4 products for each of the 8 tokens, with no horizontal sums.
 //!
 //! That integer sum is exactly lane `k` of the one-token AVX2 kernels' (and ggml's) per-block
 //! product, and the `f32` scaling and accumulation repeat those kernels' operations in their
@@ -11,7 +12,9 @@
 //! depend on how many tokens share the matmul (batched decoding gives the same tokens as
 //! sequential decoding). Exactness costs one convert and one FMA per 4 products; the 8
 //! accumulators of a group, with the broadcast weights and scales, fill AVX2's 16 registers, so a
-//! weight row is walked once per group of 8 tokens (from L1: the driver's row chunks are small).
+//! weight row is walked once per group of 8 tokens (from L1: the driver's row chunks are small);
+//! unpacking the nibbles once per row, not once per group, takes their masks and shifts out of
+//! that loop.
 //!
 //! Integer bounds (activations in `-127..=127`, see [`q8`](super::q8)): `maddubs` multiplies
 //! unsigned by signed bytes. Q4_1's nibbles are unsigned and multiply the activations directly
@@ -77,45 +80,41 @@ pub fn pack(tokens: &[&[BlockQ8]], out: &mut [PackedQ8]) {
 trait Weights {
     /// Bytes per 32-element block; the block starts with its `f16` scale `d`.
     const BYTES: usize;
-    /// Whether [`quants`](Self::quants) gives unsigned bytes (Q4_1) or signed ones.
+    /// Whether [`unpack`](Self::unpack) gives unsigned bytes (Q4_1) or signed ones.
     const UNSIGNED: bool;
     /// Whether the block's second `f16` is an offset `m` (its `m * s` is added apart).
     const MIN: bool;
-    /// Quants `4k..4k + 4` of block `b`, broadcast to every lane (read from memory, not shuffled
-    /// out of a register: shuffles were the busy unit).
+    /// The block's 32 quants, element `j` in byte `j`.
     ///
     /// # Safety
-    /// AVX2 present; `b` a whole block; `k < 8`.
-    unsafe fn quants(b: &[u8], k: usize) -> __m256i;
+    /// AVX2 present; `b` a whole block.
+    unsafe fn unpack(b: &[u8]) -> __m256i;
 }
 
-/// The 4 bytes at `b[at..at + 4]` in every lane.
+/// The 32 bytes at `b[at..at + 32]`.
 ///
 /// # Safety
-/// AVX2 present; `at + 4 <= b.len()`.
+/// AVX2 present; `at + 32 <= b.len()`.
 #[inline(always)]
-unsafe fn broadcast(b: &[u8], at: usize) -> __m256i {
-    debug_assert!(at + 4 <= b.len());
+unsafe fn bytes32(b: &[u8], at: usize) -> __m256i {
+    debug_assert!(at + 32 <= b.len());
     // SAFETY: in bounds (above); unaligned read.
-    unsafe { _mm256_set1_epi32(b.as_ptr().add(at).cast::<i32>().read_unaligned()) }
+    unsafe { _mm256_loadu_si256(b.as_ptr().add(at).cast()) }
 }
 
-/// Nibbles `4k..4k + 4` of the 16 nibble bytes at `b[at..]` (byte `j` holds element `j` in its
-/// low nibble and `j + 16` in its high one), in every lane.
+/// The 32 nibbles of the 16 bytes at `b[at..]` (byte `j` holds element `j` in its low nibble and
+/// `j + 16` in its high one), one per byte.
 ///
 /// # Safety
-/// AVX2 present; `at + 16 <= b.len()`; `k < 8`.
+/// AVX2 present; `at + 16 <= b.len()`.
 #[inline(always)]
-unsafe fn nibbles(b: &[u8], at: usize, k: usize) -> __m256i {
-    // SAFETY: 4 bytes at `at + 4 (k % 4) <= at + 12`.
+unsafe fn nibbles(b: &[u8], at: usize) -> __m256i {
+    debug_assert!(at + 16 <= b.len());
+    // SAFETY: in bounds (above); unaligned read.
     unsafe {
-        let raw = broadcast(b, at + 4 * (k % 4));
-        let shifted = if k < 4 {
-            raw
-        } else {
-            _mm256_srli_epi16::<4>(raw)
-        };
-        _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F))
+        let raw = _mm_loadu_si128(b.as_ptr().add(at).cast());
+        let both = _mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw);
+        _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
     }
 }
 
@@ -131,10 +130,10 @@ impl Weights for Q40 {
     const UNSIGNED: bool = false;
     const MIN: bool = false;
     #[inline(always)]
-    unsafe fn quants(b: &[u8], k: usize) -> __m256i {
+    unsafe fn unpack(b: &[u8]) -> __m256i {
         debug_assert!(b.len() >= Q4_0_BYTES);
         // SAFETY: 16 bytes of nibbles at offset 2 of an 18-byte block.
-        unsafe { _mm256_sub_epi8(nibbles(b, 2, k), _mm256_set1_epi8(8)) }
+        unsafe { _mm256_sub_epi8(nibbles(b, 2), _mm256_set1_epi8(8)) }
     }
 }
 
@@ -143,10 +142,10 @@ impl Weights for Q41 {
     const UNSIGNED: bool = true;
     const MIN: bool = true;
     #[inline(always)]
-    unsafe fn quants(b: &[u8], k: usize) -> __m256i {
+    unsafe fn unpack(b: &[u8]) -> __m256i {
         debug_assert!(b.len() >= Q4_1_BYTES);
         // SAFETY: 16 bytes of nibbles at offset 4 of a 20-byte block.
-        unsafe { nibbles(b, 4, k) }
+        unsafe { nibbles(b, 4) }
     }
 }
 
@@ -155,10 +154,10 @@ impl Weights for Q80 {
     const UNSIGNED: bool = false;
     const MIN: bool = false;
     #[inline(always)]
-    unsafe fn quants(b: &[u8], k: usize) -> __m256i {
+    unsafe fn unpack(b: &[u8]) -> __m256i {
         debug_assert!(b.len() >= Q8_0_BYTES);
         // SAFETY: 32 quants at offset 2 of a 34-byte block.
-        unsafe { broadcast(b, 2 + 4 * k) }
+        unsafe { bytes32(b, 2) }
     }
 }
 
@@ -171,13 +170,13 @@ impl Weights for Q80 {
 /// See the module documentation.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_group<W: Weights>(row: &[u8], acts: &[PackedQ8]) -> __m256 {
+unsafe fn dot_group<W: Weights>(row: &[u8], quants: &[Quants], acts: &[PackedQ8]) -> __m256 {
     let blocks = row.len() / W::BYTES;
-    assert!(acts.len() >= blocks);
+    assert!(acts.len() >= blocks && quants.len() >= blocks);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); GROUPS4];
     let mut acc_m = _mm256_setzero_ps();
-    for (b, blk) in row.chunks_exact(W::BYTES).zip(acts) {
+    for ((b, q), blk) in row.chunks_exact(W::BYTES).zip(quants).zip(acts) {
         // [d, m] (for types without `m`, lane 1 is unused; every block has 4 bytes).
         let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([
             b[0], b[1], b[2], b[3],
@@ -192,8 +191,11 @@ unsafe fn dot_group<W: Weights>(row: &[u8], acts: &[PackedQ8]) -> __m256 {
         };
         let scale = _mm256_mul_ps(dw, da);
         for (k, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: `b` is a whole block, k < 8.
-            let w = unsafe { W::quants(b, k) };
+            // Quants 4k..4k + 4 in every lane, read from memory (shuffling them out of a
+            // register made the shuffle unit the bottleneck).
+            let w = _mm256_set1_epi32(i32::from_le_bytes(
+                q.0[4 * k..4 * k + 4].try_into().unwrap(),
+            ));
             // SAFETY: 32 bytes at 32k <= 224 of 256.
             let a = unsafe { _mm256_load_si256(blk.qs.as_ptr().add(QK * k).cast()) };
             let pairs = if W::UNSIGNED {
@@ -217,6 +219,17 @@ unsafe fn dot_group<W: Weights>(row: &[u8], acts: &[PackedQ8]) -> __m256 {
     if W::MIN { _mm256_add_ps(d, acc_m) } else { d }
 }
 
+/// One block's quants, one byte per element (see [`Weights::unpack`]).
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(32))]
+struct Quants([u8; QK]);
+
+thread_local! {
+    /// The row being multiplied, unpacked; kept between calls. Taken, not borrowed: the work
+    /// runs in this function's body, not in a closure (which would be compiled without AVX2).
+    static UNPACKED: std::cell::Cell<Vec<Quants>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// All groups of `acts` against one weight row; `out` gets `LANES` results per group.
 ///
 /// # Safety
@@ -225,10 +238,18 @@ unsafe fn dot_group<W: Weights>(row: &[u8], acts: &[PackedQ8]) -> __m256 {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_all<W: Weights>(row: &[u8], acts: &[&[PackedQ8]], out: &mut [f32]) {
     assert_eq!(out.len(), acts.len() * LANES);
+    let mut quants = UNPACKED.take();
+    quants.clear();
+    quants.resize(row.len() / W::BYTES, Quants::default());
+    for (q, b) in quants.iter_mut().zip(row.chunks_exact(W::BYTES)) {
+        // SAFETY: `b` is a whole block; `q` is 32 aligned bytes.
+        unsafe { _mm256_store_si256(q.0.as_mut_ptr().cast(), W::unpack(b)) };
+    }
     for (acts, out) in acts.iter().zip(out.chunks_exact_mut(LANES)) {
         // SAFETY: forwarded; `out` has `LANES` floats.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), dot_group::<W>(row, acts)) };
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), dot_group::<W>(row, &quants, acts)) };
     }
+    UNPACKED.set(quants);
 }
 
 /// Q4_0 (`w = nibble - 8`).
