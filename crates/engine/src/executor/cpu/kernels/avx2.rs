@@ -154,7 +154,7 @@ unsafe fn dot_blocks32<const N: usize, const SIGNED: bool, const MIN: bool>(
 /// Q4_0: `x = nibble - 8`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn decode_q4_0(b: &[u8]) -> __m256i {
+pub(super) fn decode_q4_0(b: &[u8]) -> __m256i {
     assert!(b.len() >= Q4_0_BYTES);
     // SAFETY: 16 bytes of nibbles at offset 2 of an 18-byte block.
     let q = unsafe { nibbles(b.as_ptr().add(2)) };
@@ -164,7 +164,7 @@ fn decode_q4_0(b: &[u8]) -> __m256i {
 /// Q4_1: `x = nibble` (unsigned; the offset is applied through `m * s`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn decode_q4_1(b: &[u8]) -> __m256i {
+pub(super) fn decode_q4_1(b: &[u8]) -> __m256i {
     assert!(b.len() >= Q4_1_BYTES);
     // SAFETY: 16 bytes of nibbles at offset 4 of a 20-byte block.
     unsafe { nibbles(b.as_ptr().add(4)) }
@@ -173,7 +173,7 @@ fn decode_q4_1(b: &[u8]) -> __m256i {
 /// Q8_0: 32 signed bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn decode_q8_0(b: &[u8]) -> __m256i {
+pub(super) fn decode_q8_0(b: &[u8]) -> __m256i {
     assert!(b.len() >= Q8_0_BYTES);
     // SAFETY: 32 quants at offset 2 of a 34-byte block.
     unsafe { load32(b.as_ptr().add(2)) }

@@ -30,6 +30,7 @@
 
 use std::arch::x86_64::*;
 
+use super::avx2;
 use super::blocks::{Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK};
 use super::q8::BlockQ8;
 
@@ -84,38 +85,11 @@ trait Weights {
     const UNSIGNED: bool;
     /// Whether the block's second `f16` is an offset `m` (its `m * s` is added apart).
     const MIN: bool;
-    /// The block's 32 quants, element `j` in byte `j`.
+    /// The block's 32 quants, element `j` in byte `j` (the one-token kernels' decoding).
     ///
     /// # Safety
     /// AVX2 present; `b` a whole block.
     unsafe fn unpack(b: &[u8]) -> __m256i;
-}
-
-/// The 32 bytes at `b[at..at + 32]`.
-///
-/// # Safety
-/// AVX2 present; `at + 32 <= b.len()`.
-#[inline(always)]
-unsafe fn bytes32(b: &[u8], at: usize) -> __m256i {
-    debug_assert!(at + 32 <= b.len());
-    // SAFETY: in bounds (above); unaligned read.
-    unsafe { _mm256_loadu_si256(b.as_ptr().add(at).cast()) }
-}
-
-/// The 32 nibbles of the 16 bytes at `b[at..]` (byte `j` holds element `j` in its low nibble and
-/// `j + 16` in its high one), one per byte.
-///
-/// # Safety
-/// AVX2 present; `at + 16 <= b.len()`.
-#[inline(always)]
-unsafe fn nibbles(b: &[u8], at: usize) -> __m256i {
-    debug_assert!(at + 16 <= b.len());
-    // SAFETY: in bounds (above); unaligned read.
-    unsafe {
-        let raw = _mm_loadu_si128(b.as_ptr().add(at).cast());
-        let both = _mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw);
-        _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
-    }
 }
 
 /// Q4_0: `w = d * (nibble - 8)`.
@@ -131,9 +105,8 @@ impl Weights for Q40 {
     const MIN: bool = false;
     #[inline(always)]
     unsafe fn unpack(b: &[u8]) -> __m256i {
-        debug_assert!(b.len() >= Q4_0_BYTES);
-        // SAFETY: 16 bytes of nibbles at offset 2 of an 18-byte block.
-        unsafe { _mm256_sub_epi8(nibbles(b, 2), _mm256_set1_epi8(8)) }
+        // SAFETY: AVX2 present (the trait's contract).
+        unsafe { avx2::decode_q4_0(b) }
     }
 }
 
@@ -143,9 +116,8 @@ impl Weights for Q41 {
     const MIN: bool = true;
     #[inline(always)]
     unsafe fn unpack(b: &[u8]) -> __m256i {
-        debug_assert!(b.len() >= Q4_1_BYTES);
-        // SAFETY: 16 bytes of nibbles at offset 4 of a 20-byte block.
-        unsafe { nibbles(b, 4) }
+        // SAFETY: AVX2 present (the trait's contract).
+        unsafe { avx2::decode_q4_1(b) }
     }
 }
 
@@ -155,9 +127,8 @@ impl Weights for Q80 {
     const MIN: bool = false;
     #[inline(always)]
     unsafe fn unpack(b: &[u8]) -> __m256i {
-        debug_assert!(b.len() >= Q8_0_BYTES);
-        // SAFETY: 32 quants at offset 2 of a 34-byte block.
-        unsafe { bytes32(b, 2) }
+        // SAFETY: AVX2 present (the trait's contract).
+        unsafe { avx2::decode_q8_0(b) }
     }
 }
 
