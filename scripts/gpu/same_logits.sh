@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # A kernel change that should not change any result, checked on a GPU machine with no Rust: greedy
-# tokens and every step's logits of `turbine generate` on a small random Llama (tiny_llama.py),
+# tokens and every step's logits of `turbine generate` on a small random Llama (parity.py's
+# make_model; head_dim 128 and 4 query heads per KV head, the Hopper prefill kernel's shape;
+# prompts of up to 1,500 tokens, many key tiles),
 # with the binary's kernels (CUDA graphs on and off) against a reference: another kernel source
 # for the same binary, e.g. an earlier commit's (for f in kernels prefill prefill_wgmma gemv
 # decode_mma sample; do git show REV:crates/engine/src/executor/cuda/$f.cu; done > old.cu), or
@@ -13,7 +15,22 @@ here="$(dirname "$(realpath "$0")")"
 source "$here/libs.sh"
 dir="$(mktemp -d)"
 trap 'rm -rf "$dir"' EXIT
-python3 "$here/tiny_llama.py" "$dir/model"
+python3 - "$here" "$dir/model" <<'PY'
+import json, random, sys
+sys.path.insert(0, sys.argv[1])
+from parity import make_model
+out = sys.argv[2]
+shape = dict(
+    architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=256,
+    intermediate_size=512, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
+    head_dim=128, vocab_size=256, rms_norm_eps=1e-5, rope_theta=10000.0,
+    max_position_embeddings=8192, tie_word_embeddings=False,
+)
+make_model("same_logits", shape, out, init_range=0.1)
+rng = random.Random(7)
+prompts = [[rng.randrange(256) for _ in range(n)] for n in (1500, 333, 37, 129)]
+json.dump(prompts, open(f"{out}/prompts.json", "w"))
+PY
 run() {
   local bin="$1" name="$2"; shift 2
   "$bin" generate --model "$dir/model" --prompts "$dir/model/prompts.json" --max-tokens 8 \
