@@ -87,7 +87,7 @@ pub fn run(args: GpuBenchArgs) -> anyhow::Result<()> {
             for &graphs in &args.cuda_graphs {
                 ex.set_graphs(graphs == OnOff::On);
                 let mut last: Vec<Vec<u32>> = vec![vec![1]; batch];
-                let mut times = Vec::new();
+                let (mut times, mut warmup) = (Vec::new(), Vec::new());
                 for s in 0..args.steps.max(1) + 2 {
                     let b = Batch {
                         seqs: (0..batch)
@@ -107,6 +107,8 @@ pub fn run(args: GpuBenchArgs) -> anyhow::Result<()> {
                     let dt = t0.elapsed().as_secs_f64();
                     if s >= 2 {
                         times.push(dt);
+                    } else {
+                        warmup.push(dt * 1e3);
                     }
                     // Random-weight argmaxes can leave the vocabulary's range only through NaN; keep ids valid.
                     last = next
@@ -122,6 +124,9 @@ pub fn run(args: GpuBenchArgs) -> anyhow::Result<()> {
                     json!({
                         "kind": "decode", "batch": batch, "context": context, "step_ms": median * 1e3,
                         "graphs": graphs == OnOff::On,
+                        // The shape's first step (run directly, GEMM algorithms chosen) and
+                        // second (with graphs: captured, then launched), in ms.
+                        "warmup_ms": warmup,
                         "weight_bytes": ex.weight_bytes(), "kv_bytes": kv,
                         "gbps": (ex.weight_bytes() + kv) as f64 / median / 1e9,
                     })
