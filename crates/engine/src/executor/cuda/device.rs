@@ -126,6 +126,15 @@ impl Gpu {
         Ok(DeviceBuffer { ptr, bytes })
     }
 
+    /// A buffer of `bytes` zeros.
+    pub fn alloc_zeroed(&self, bytes: usize) -> GpuResult<DeviceBuffer> {
+        let buf = self.alloc(bytes)?;
+        // SAFETY: `buf` holds `bytes` bytes.
+        unsafe { result::memset_d8_sync(buf.ptr, 0, bytes) }
+            .map_err(|e| format!("cuMemsetD8: {e:?}"))?;
+        Ok(buf)
+    }
+
     /// A buffer holding `data`.
     pub fn upload<T: Copy>(&self, data: &[T]) -> GpuResult<DeviceBuffer> {
         let buf = self.alloc(std::mem::size_of_val(data))?;

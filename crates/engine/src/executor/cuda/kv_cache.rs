@@ -14,9 +14,11 @@ impl GpuKvCache {
         let bytes = num_blocks * block_width * 2;
         let mut k = Vec::with_capacity(layers);
         let mut v = Vec::with_capacity(layers);
+        // Zeroed: a slot is read only after it is written, but benchmarks read unwritten ones,
+        // and whatever memory held before must not make their arithmetic differ.
         for _ in 0..layers {
-            k.push(gpu.alloc(bytes)?);
-            v.push(gpu.alloc(bytes)?);
+            k.push(gpu.alloc_zeroed(bytes)?);
+            v.push(gpu.alloc_zeroed(bytes)?);
         }
         Ok(Self { k, v, num_blocks })
     }
