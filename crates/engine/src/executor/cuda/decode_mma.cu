@@ -61,8 +61,7 @@ decode_attention_mma(const bf16* q, const bf16* k_cache, const bf16* v_cache, co
         #pragma unroll
         for (int h = 0; h < 2; h++) {
             int p = min(k0 + 8 * h + g, end - 1);
-            size_t slot = (size_t)table[p / BLOCK_SIZE] * BLOCK_SIZE + p % BLOCK_SIZE;
-            size_t base = (slot * kv_heads + kvh) * HEAD_DIM + 8 * c;
+            size_t base = slot_offset(paged_slot(table, p), kv_heads, kvh, 8 * c);
             #pragma unroll
             for (int j = 0; j < DJ; j++) {
                 kd[h][j] = *(const uint4*)(k_cache + base + 32 * j);

@@ -108,6 +108,17 @@ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
     return r;
 }
 
+// A layer's paged KV cache is [slot][kv head][dim]; a sequence's block table lists its blocks
+// of BLOCK_SIZE slots. The cache slot of key p:
+__device__ __forceinline__ size_t paged_slot(const int* table, int p) {
+    return (size_t)table[p / BLOCK_SIZE] * BLOCK_SIZE + p % BLOCK_SIZE;
+}
+
+// Where dims d.. of KV head g of cache slot `slot` lie, in elements.
+__device__ __forceinline__ size_t slot_offset(size_t slot, int kv_heads, int g, int d) {
+    return (slot * kv_heads + g) * HEAD_DIM + d;
+}
+
 // `op` over a warp's values (xor butterfly); every lane gets the result.
 template <typename Op>
 __device__ __forceinline__ float warp_reduce(float v, Op op) {
@@ -216,7 +227,7 @@ extern "C" __global__ void qkv_post(const bf16* qkv, const bf16* bias, const bf1
         // A negative slot: a padding row of a CUDA graph's batch, which writes nothing.
         if (slots[t] < 0) continue;
         int g = h - heads;
-        size_t dst = ((size_t)slots[t] * kv_heads + g) * HEAD_DIM;
+        size_t dst = slot_offset(slots[t], kv_heads, g, 0);
         k_cache[dst + a] = f2bf(ra);
         k_cache[dst + b] = f2bf(rb);
         int vcol = (heads + kv_heads + g) * HEAD_DIM;
@@ -297,8 +308,7 @@ decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const 
         #pragma unroll
         for (int u = 0; u < DU; u++) {
             int p = min(first + sub + u * STREAMS, end - 1);
-            size_t slot = (size_t)table[p / BLOCK_SIZE] * BLOCK_SIZE + p % BLOCK_SIZE;
-            base[u] = (slot * kv_heads + g) * HEAD_DIM + sl * KE;
+            base[u] = slot_offset(paged_slot(table, p), kv_heads, g, sl * KE);
         }
         unsigned kraw[DU][KE / 2], vraw[DU][KE / 2];
         #pragma unroll

@@ -90,17 +90,6 @@ __device__ __forceinline__ bool prefill_block(const int* tiles, const int* block
     return true;
 }
 
-// The cache slot of key p.
-__device__ __forceinline__ size_t paged_slot(const int* table, int p) {
-    return (size_t)table[p / BLOCK_SIZE] * BLOCK_SIZE + p % BLOCK_SIZE;
-}
-
-// Where dims d.. of key p of KV head g lie in the paged cache, in elements.
-__device__ __forceinline__ size_t paged_offset(const int* table, int p, int kv_heads, int g,
-                                               int d) {
-    return (paged_slot(table, p) * kv_heads + g) * HEAD_DIM + d;
-}
-
 extern "C" __global__ void __launch_bounds__(PQ_WARPS * 32, 2)
 prefill_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const int* pos,
                   const int* block_tables, const int* tiles, int max_blocks,
@@ -164,7 +153,7 @@ prefill_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const
             int key = i / (HEAD_DIM / 8), d = (i % (HEAD_DIM / 8)) * 8;
             int p = tile * KT + key;
             // Keys past the last read nothing and land as zeros.
-            size_t base = p < n_keys ? paged_offset(table, p, kv_heads, g, d) : 0;
+            size_t base = p < n_keys ? slot_offset(paged_slot(table, p), kv_heads, g, d) : 0;
             int bytes = p < n_keys ? 16 : 0;
             copy16(ks + (stage * KT + key) * KPAD + d, k_cache + base, bytes);
             copy16(vs + (stage * KT + key) * KPAD + d, v_cache + base, bytes);

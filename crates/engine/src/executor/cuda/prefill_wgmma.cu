@@ -163,7 +163,7 @@ prefill_attention_wgmma(const bf16* q, const bf16* k_cache, const bf16* v_cache,
             int key = key0 + j * (WG_THREADS / 16);
             // Keys past the last land as zeros.
             int bytes = tile * WKT + key < n_keys ? 16 : 0;
-            size_t base = (slot[j] * kv_heads + g) * HEAD_DIM + d;
+            size_t base = slot_offset(slot[j], kv_heads, g, d);
             unsigned at = swizzled(WKT, key, d);
             copy16_to(ks + at, k_cache + base, bytes);
             copy16_to(vs + at, v_cache + base, bytes);
