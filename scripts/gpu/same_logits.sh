@@ -5,8 +5,9 @@
 # prompts of up to 1,500 tokens, many key tiles),
 # with the binary's kernels (CUDA graphs on and off) against a reference: another kernel source
 # for the same binary, e.g. an earlier commit's (for f in kernels prefill prefill_wgmma gemv
-# decode_mma sample; do git show REV:crates/engine/src/executor/cuda/$f.cu; done > old.cu), or
-# another turbine binary, where the change is not in the kernels alone.
+# decode_mma sample; do git show REV:crates/engine/src/executor/cuda/$f.cu; done > old.cu) where
+# the host launches those kernels the same way (grids, arguments), or another turbine binary
+# where the change is not in the kernels alone.
 # Usage: scripts/gpu/same_logits.sh path/to/turbine OTHER_SOURCE.cu|OTHER_TURBINE
 set -euo pipefail
 turbine="$(realpath "$1")"
