@@ -102,6 +102,10 @@ pub fn run(args: GpuBenchArgs) -> anyhow::Result<()> {
                             })
                             .collect(),
                     };
+                    let last_step = s == args.steps.max(1) + 1;
+                    if last_step {
+                        ex.timeline_reset()?;
+                    }
                     let t0 = Instant::now();
                     let next = ex.greedy(&b)?;
                     let dt = t0.elapsed().as_secs_f64();
@@ -115,6 +119,21 @@ pub fn run(args: GpuBenchArgs) -> anyhow::Result<()> {
                         .into_iter()
                         .map(|t| vec![t.min(ex.config().vocab as u32 - 1)])
                         .collect();
+                }
+                // The last step's kernels, one line per launch (TURBINE_CUDA_TIMELINE).
+                let spans = ex.timeline()?;
+                let origin = spans.first().map_or(0, |s| s.start);
+                for span in &spans {
+                    println!(
+                        "{}",
+                        json!({
+                            "kind": "timeline", "batch": batch, "context": context,
+                            "graphs": graphs == OnOff::On, "kernel": span.kernel,
+                            "start_us": (span.start - origin) as f64 / 1e3,
+                            "end_us": (span.end - origin) as f64 / 1e3,
+                            "warps": span.warps, "sms": span.sms,
+                        })
+                    );
                 }
                 times.sort_by(f64::total_cmp);
                 let median = times[times.len() / 2];

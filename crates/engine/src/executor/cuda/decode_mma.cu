@@ -33,6 +33,7 @@ decode_attention_mma(const bf16* q, const bf16* k_cache, const bf16* v_cache, co
                      const int* seq_of, const int* block_tables, const int* token_list,
                      int max_blocks, int heads, int kv_heads, int splits, int min_keys,
                      float scale_log2, bf16* out, float* part_acc, float* part_ml, int tokens) {
+    TIMELINE_SCOPE;
     pdl_start();
     int item = blockIdx.x * MMA_ITEMS + threadIdx.x / 32;
     if (item >= tokens * kv_heads * splits) return;

@@ -9,6 +9,7 @@ use super::graphs::DecodeGraphs;
 use super::kernels::Kernels;
 use super::kv_cache::{GpuKvCache, blocks_that_fit, bytes_per_block};
 use super::plan::StepPlan;
+use super::timeline::Span;
 use super::weights::{Shapes, Weights};
 use crate::executor::cpu::Model;
 use crate::executor::cpu::config::ModelConfig;
@@ -188,6 +189,27 @@ impl CudaExecutor {
     /// CUDA graphs captured so far.
     pub fn graphs_captured(&self) -> usize {
         self.graphs.as_ref().map_or(0, DecodeGraphs::captured)
+    }
+
+    /// Whether the kernels keep a timeline (`TURBINE_CUDA_TIMELINE`).
+    pub fn has_timeline(&self) -> bool {
+        self.kernels.timeline.is_some()
+    }
+
+    /// Starts the kernels' timeline afresh (a no-op without one).
+    pub fn timeline_reset(&self) -> Result<(), ExecutorError> {
+        match &self.kernels.timeline {
+            Some(t) => t.reset(&self.gpu).map_err(failed),
+            None => Ok(()),
+        }
+    }
+
+    /// The kernel launches recorded since the last reset, by start (empty without a timeline).
+    pub fn timeline(&self) -> Result<Vec<Span>, ExecutorError> {
+        match &self.kernels.timeline {
+            Some(t) => t.read(&self.gpu).map_err(failed),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Runs a decode step through a CUDA graph where one takes it, with one draw per sequence,

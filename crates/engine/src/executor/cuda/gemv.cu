@@ -244,17 +244,20 @@ __device__ __forceinline__ void gemv(const void* in, const bf16* norm, float eps
 extern "C" __global__ void __launch_bounds__(GEMV_THREADS)
 gemv_norm_store(const float* x, const bf16* norm, float eps, const bf16* w, int n, int k, int t,
                 bf16* out) {
+    TIMELINE_SCOPE;
     gemv<true, OUT_STORE>(x, norm, eps, w, n, k, t, out);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMV_THREADS)
 gemv_norm_silu(const float* x, const bf16* norm, float eps, const bf16* w, int inter, int k, int t,
                bf16* out) {
+    TIMELINE_SCOPE;
     gemv<true, OUT_SILU>(x, norm, eps, w, inter, k, t, out);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMV_THREADS)
 gemv_add(const bf16* in, const bf16* w, int n, int k, int t, float* x) {
+    TIMELINE_SCOPE;
     gemv<false, OUT_ADD>(in, 0, 0.0f, w, n, k, t, x);
 }
 

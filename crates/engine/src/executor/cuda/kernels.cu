@@ -32,6 +32,42 @@ __device__ __forceinline__ void pdl_start() {
     pdl_wait();
 }
 
+// A timeline of the kernels (diagnostics; compiled in only where TIMELINE, a record count, is
+// defined: `TURBINE_CUDA_TIMELINE`, timeline.rs): each warp's first lane appends its kernel's
+// source line, grid id, multiprocessor and global-timer start and end (ns), when the warp
+// leaves the kernel. Profilers serialize kernels; this shows them overlapped as they run.
+#ifdef TIMELINE
+struct TimelineRecord {
+    unsigned long long grid, start, end;
+    unsigned line, sm;
+};
+__device__ unsigned timeline_count;
+__device__ TimelineRecord timeline[TIMELINE];
+__device__ __forceinline__ unsigned long long global_ns() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+struct TimelineScope {
+    unsigned long long start;
+    unsigned line;
+    __device__ explicit TimelineScope(unsigned l) : start(global_ns()), line(l) {}
+    __device__ ~TimelineScope() {
+        if (threadIdx.x % 32 != 0) return;
+        unsigned i = atomicAdd(&timeline_count, 1u);
+        if (i >= TIMELINE) return;
+        unsigned long long grid;
+        unsigned sm;
+        asm volatile("mov.u64 %0, %%gridid;" : "=l"(grid));
+        asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+        timeline[i] = TimelineRecord{grid, start, global_ns(), line, sm};
+    }
+};
+#define TIMELINE_SCOPE TimelineScope timeline_scope(__LINE__)
+#else
+#define TIMELINE_SCOPE
+#endif
+
 __device__ __forceinline__ float bf2f(bf16 x) { return __uint_as_float(((unsigned)x) << 16); }
 
 // The low and high bf16 of a 32-bit word, one integer instruction each.
@@ -155,6 +191,7 @@ __device__ float block_sum(float v) { return block_reduce(v, add, 0.0f); }
 
 // x[t] = table[tokens[t]] (the f32 residual stream). Grid: tokens.
 extern "C" __global__ void embed(const int* tokens, const bf16* table, float* x, int hidden) {
+    TIMELINE_SCOPE;
     pdl_start();
     const bf16* row = table + (size_t)tokens[blockIdx.x] * hidden;
     float* out = x + (size_t)blockIdx.x * hidden;
@@ -166,6 +203,7 @@ extern "C" __global__ void embed(const int* tokens, const bf16* table, float* x,
 // `delta` must then be null. Grid: output rows.
 extern "C" __global__ void add_rmsnorm(float* x, const bf16* delta, const bf16* w, bf16* out,
                                        const int* rows, int hidden, float eps) {
+    TIMELINE_SCOPE;
     pdl_start();
     int row = rows ? rows[blockIdx.x] : blockIdx.x;
     float* xr = x + (size_t)row * hidden;
@@ -194,6 +232,7 @@ extern "C" __global__ void qkv_post(const bf16* qkv, const bf16* bias, const bf1
                                     const int* slots, bf16* q_out, bf16* k_cache, bf16* v_cache,
                                     int heads, int kv_heads, int interleaved, float eps,
                                     int per_block) {
+    TIMELINE_SCOPE;
     pdl_start();
     int t = blockIdx.x, i = threadIdx.x;
     int width = (heads + 2 * kv_heads) * HEAD_DIM;
@@ -276,6 +315,7 @@ decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const 
                  const int* seq_of, const int* block_tables, const int* token_list, int max_blocks,
                  int heads, int kv_heads, int splits, int min_keys, float scale_log2, bf16* out,
                  float* part_acc, float* part_ml) {
+    TIMELINE_SCOPE;
     pdl_start();
     int item = blockIdx.x, g = blockIdx.y, split = blockIdx.z;
     int t = token_list[item];
@@ -379,6 +419,7 @@ decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const 
 extern "C" __global__ void decode_merge(const float* part_acc, const float* part_ml,
                                         const int* token_list, const int* pos, int heads,
                                         int splits, int min_keys, bf16* out) {
+    TIMELINE_SCOPE;
     pdl_start();
     int item = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
     int t = token_list[item];
@@ -424,6 +465,7 @@ __device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f
 // out = silu(gate) * up, from the fused gate|up projection's rows [gate | up], 8 columns per
 // thread in 16-byte accesses when `inter` allows. Grid: (column blocks, tokens).
 extern "C" __global__ void silu_mul(const bf16* gate_up, bf16* out, int inter) {
+    TIMELINE_SCOPE;
     pdl_start();
     const bf16* row = gate_up + (size_t)blockIdx.y * 2 * inter;
     bf16* o = out + (size_t)blockIdx.y * inter;
@@ -448,6 +490,7 @@ extern "C" __global__ void silu_mul(const bf16* gate_up, bf16* out, int inter) {
 // so any size is made on the GPU without host transfers.
 extern "C" __global__ void fill_random(bf16* out, long long n, unsigned seed, float center,
                                        float spread) {
+    TIMELINE_SCOPE;
     pdl_start();
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {

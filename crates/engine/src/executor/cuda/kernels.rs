@@ -6,6 +6,7 @@ use super::device::{Gpu, GpuResult, arg};
 use super::gemv::Gemv;
 use super::plan::{CORE_MIN_KEYS, MMA_MIN_KEYS, attention_splits, mma_attention_splits};
 use super::prefill::PrefillLayout;
+use super::timeline::{self, Timeline};
 use super::weights::Shapes;
 use cudarc::driver::result::module;
 use cudarc::driver::sys::{CUdeviceptr, CUfunction};
@@ -46,6 +47,8 @@ pub struct Kernels {
     fill_random: CUfunction,
     /// The fused few-token projections, where the GPU and the model's shapes allow them.
     pub gemv: Option<Gemv>,
+    /// Where `TURBINE_CUDA_TIMELINE` asks for one (diagnostics).
+    pub timeline: Option<Timeline>,
     head_dim: usize,
     prefill: PrefillLayout,
 }
@@ -116,6 +119,10 @@ impl Kernels {
             ("BLOCK_SIZE", block_size.to_string()),
         ];
         defines.extend(prefill.defines());
+        let timeline_records = timeline::capacity();
+        if let Some(n) = timeline_records {
+            defines.push(("TIMELINE", n.to_string()));
+        }
         let source = match std::env::var_os(SOURCE_ENV) {
             Some(path) => {
                 tracing::warn!("compiling the CUDA kernels of {}", path.display());
@@ -150,6 +157,9 @@ impl Kernels {
             None => 0,
         };
         gpu.allow_shared(prefill_attention, prefill.shared_bytes())?;
+        let timeline = timeline_records
+            .map(|n| Timeline::new(m, &source, n))
+            .transpose()?;
         Ok(Self {
             embed: f("embed")?,
             add_rmsnorm: f("add_rmsnorm")?,
@@ -163,6 +173,7 @@ impl Kernels {
             sample: f("sample")?,
             fill_random: f("fill_random")?,
             gemv: Gemv::load(gpu, f, shapes)?,
+            timeline,
             head_dim,
             prefill,
         })

@@ -9,7 +9,8 @@
 //! fused few-token projections; `weights` uploads or makes the weights;
 //! `kv_cache` sizes and holds the paged cache; `plan` checks and packs a step's metadata;
 //! `forward` runs one batched pass; `graph` captures and replays CUDA graphs and `graphs` runs
-//! decode steps through them; `executor` plugs it into the engine.
+//! decode steps through them; `timeline` reads the kernels' own timing records (diagnostics,
+//! off by default); `executor` plugs it into the engine.
 
 mod compile;
 mod device;
@@ -24,6 +25,8 @@ mod kv_cache;
 mod libs;
 mod plan;
 mod prefill;
+mod timeline;
 mod weights;
 
 pub use executor::{CudaExecutor, CudaOptions, WeightSource};
+pub use timeline::Span;

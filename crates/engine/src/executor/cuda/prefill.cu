@@ -94,6 +94,7 @@ extern "C" __global__ void __launch_bounds__(PQ_WARPS * 32, 2)
 prefill_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const int* pos,
                   const int* block_tables, const int* tiles, int max_blocks,
                   int heads, int kv_heads, float scale_log2, bf16* out) {
+    TIMELINE_SCOPE;
     pdl_start();
     extern __shared__ __align__(16) bf16 smem[];
     // Q as [warp][row][KPAD], then K as [stage][key][KPAD], then V the same.

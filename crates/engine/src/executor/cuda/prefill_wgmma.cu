@@ -116,6 +116,7 @@ extern "C" __global__ void __launch_bounds__(WG_THREADS, 1)
 prefill_attention_wgmma(const bf16* q, const bf16* k_cache, const bf16* v_cache, const int* pos,
                         const int* block_tables, const int* tiles, int max_blocks, int heads,
                         int kv_heads, float scale_log2, bf16* out) {
+    TIMELINE_SCOPE;
     pdl_start();
     // Q, then per stage (WG_STAGES) K and V; from a 1024-byte boundary (the swizzle atoms'
     // alignment).

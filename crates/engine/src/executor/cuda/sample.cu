@@ -53,6 +53,7 @@ __device__ float block_exclusive_scan(float v, float* total) {
 
 extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
 sample(const float* logits, int vocab, const float* params, int* out) {
+    TIMELINE_SCOPE;
     pdl_start();
     const float* row = logits + (size_t)blockIdx.x * vocab;
     const float* p = params + 5 * blockIdx.x;
