@@ -191,11 +191,6 @@ impl CudaExecutor {
         self.graphs.as_ref().map_or(0, DecodeGraphs::captured)
     }
 
-    /// Whether the kernels keep a timeline (`TURBINE_CUDA_TIMELINE`).
-    pub fn has_timeline(&self) -> bool {
-        self.kernels.timeline.is_some()
-    }
-
     /// Starts the kernels' timeline afresh (a no-op without one).
     pub fn timeline_reset(&self) -> Result<(), ExecutorError> {
         match &self.kernels.timeline {

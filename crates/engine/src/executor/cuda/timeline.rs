@@ -108,34 +108,22 @@ impl Timeline {
     }
 }
 
-/// The line of each `extern "C" __global__` kernel in `source` (1-based, as `__LINE__`) with its
-/// name: the identifier before the first `(` that does not open `__launch_bounds__`.
+/// The line of each `extern "C" __global__ void` kernel in `source` (1-based, as `__LINE__`)
+/// with its name, which follows the optional `__launch_bounds__(..)`.
 fn kernel_lines(source: &str) -> Vec<(u32, String)> {
-    let mut out = Vec::new();
-    for (i, line) in source.lines().enumerate() {
-        let Some(at) = line
-            .find("__global__")
-            .filter(|_| line.contains("extern \"C\""))
-        else {
-            continue;
-        };
-        let offset: usize = source.lines().take(i).map(|l| l.len() + 1).sum::<usize>() + at;
-        let mut rest = &source[offset + "__global__".len()..];
-        if let Some(bounds) = rest.find("__launch_bounds__") {
-            let open = rest.find('(').unwrap_or(0);
-            if bounds < open {
-                let close = rest[bounds..].find(')').map_or(0, |c| bounds + c + 1);
-                rest = &rest[close..];
+    const DECLARATION: &str = "extern \"C\" __global__ void";
+    source
+        .match_indices(DECLARATION)
+        .map(|(at, _)| {
+            let line = source[..at].matches('\n').count() as u32 + 1;
+            let mut rest = source[at + DECLARATION.len()..].trim_start();
+            if rest.starts_with("__launch_bounds__") {
+                rest = rest.split_once(')').map_or("", |(_, after)| after);
             }
-        }
-        let name = rest
-            .split('(')
-            .next()
-            .and_then(|head| head.split_whitespace().last())
-            .unwrap_or("?");
-        out.push((i as u32 + 1, name.to_string()));
-    }
-    out
+            let name = rest.split('(').next().unwrap_or("").trim();
+            (line, name.to_string())
+        })
+        .collect()
 }
 
 /// The kernel whose declaration is the last one at or before `line`.
