@@ -311,11 +311,16 @@ async fn watch_from(
         }
         for event in response.events() {
             let Some(kv) = event.kv() else { continue };
-            match (event.event_type(), decode(kv)) {
-                (EventType::Put, Some((key, record))) => {
+            // A deletion has no value to decode; a malformed put drops the key's old record.
+            let put = match event.event_type() {
+                EventType::Put => decode(kv),
+                EventType::Delete => None,
+            };
+            match put {
+                Some((key, record)) => {
                     records.insert(key, record);
                 }
-                _ => {
+                None => {
                     records.remove(kv.key());
                 }
             }

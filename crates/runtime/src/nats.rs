@@ -5,10 +5,14 @@
 //! - Publishing never blocks the caller (often the engine thread): messages go through a bounded
 //!   queue to a task that hands them to the client; when the queue is full they are dropped, as a
 //!   bus drops them, and subscribers recover through `event_id` gaps.
+//! - While the client is disconnected, messages are dropped too. The client would otherwise hold
+//!   them and send them after reconnecting, late and in a burst, or lose them anyway if the
+//!   subscribers reconnect after it; dropping them makes an outage always a gap, which routers
+//!   repair with one catch-up from each worker's current state.
 //! - The subscription to a subject starts with the first `subscribe_*` call and lasts as long as
 //!   the event plane; a message that does not decode is logged and skipped.
-//! - async-nats reconnects on its own (and resubscribes); what was published while NATS was down
-//!   is lost, which the `kv_event_id` in load reports lets routers notice.
+//! - async-nats reconnects on its own (and resubscribes); the `kv_event_id` in load reports lets
+//!   routers notice events lost at the end of an outage, which no later event would reveal.
 
 use crate::RuntimeError;
 use crate::connect::host_ports;
@@ -124,6 +128,10 @@ impl EventPlane for NatsEventPlane {
 
 async fn publish_queued(client: async_nats::Client, mut queued: mpsc::Receiver<(String, Bytes)>) {
     while let Some((subject, payload)) = queued.recv().await {
+        if client.connection_state() != async_nats::connection::State::Connected {
+            tracing::debug!(%subject, "NATS disconnected; event dropped");
+            continue;
+        }
         if let Err(error) = client.publish(subject, payload).await {
             tracing::warn!(%error, "NATS publish failed; event dropped");
         }

@@ -128,7 +128,7 @@ async fn publishing_resumes_after_a_nats_restart() {
     publish_until_received(&worker, &mut kv, DELIVERY).await;
 
     nats.kill();
-    // Lost or delivered late: the bus promises nothing for events published while it is down.
+    // Dropped once the client has noticed the outage (before that, they may arrive late).
     for id in 1000..1010 {
         worker.publish_kv(kv_event(id));
     }
