@@ -181,6 +181,12 @@ impl CudaExecutor {
         &self.gpu.name
     }
 
+    /// The few-token GEMVs' layout as compiled (`TURBINE_CUDA_GEMV`'s form), or None where
+    /// decode steps use cuBLASLt throughout.
+    pub fn gemv_layout(&self) -> Option<String> {
+        self.kernels.gemv.as_ref().map(|g| g.layout().to_string())
+    }
+
     /// Turns decode steps through CUDA graphs on or off (on needs `graph_max_batch` > 0).
     pub fn set_graphs(&mut self, on: bool) {
         self.use_graphs = on && self.graphs.is_some();

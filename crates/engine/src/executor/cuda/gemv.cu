@@ -24,15 +24,16 @@
 //  - gemv_add: a bf16 input; the rows, rounded to bf16 as a GEMM would write them, are added to
 //    the f32 residual stream (the output and down projections).
 //
-// Dynamic shared memory (the host computes the same): the ring, STAGES × rows ×
-// (GEMV_KT + GEMV_KT_PAD) bf16, then with NORM the normalized input, t × (k + GEMV_PAD) bf16.
+// The host defines GEMV_KT (columns a stage holds of each row, a multiple of 256) and each
+// kernel's ring depth, GEMV_STAGES_{STORE,SILU,ADD} (gemv.rs: GemvLayout). Dynamic shared memory
+// (the host computes the same): the ring, STAGES × rows × (GEMV_KT + GEMV_KT_PAD) bf16, then with
+// NORM the normalized input, t × (k + GEMV_PAD) bf16.
 
 // Bulk copies and mbarrier transaction counts need sm_90; the host uses cuBLAS before that.
 #if __CUDA_ARCH__ >= 900
 
 #define GEMV_CONSUMERS 8
 #define GEMV_THREADS ((GEMV_CONSUMERS + 1) * 32)
-#define GEMV_KT 512
 // Row padding of a stage, in bf16 (64 bytes): rows g and g + 1 land 16 banks apart.
 #define GEMV_KT_PAD 32
 // Row padding of the normalized input, in bf16: spreads the 8 tokens' rows over the banks.
@@ -112,9 +113,9 @@ __device__ __forceinline__ void gemv(const void* in, const bf16* norm, float eps
                                      int n, int k, int t, void* out) {
     constexpr int PARTS = OUT == OUT_SILU ? 2 : 1;  // row sets of a group: gate and up
     constexpr int ROWS = 16 * PARTS;
-    // As deep as shared memory allows next to 4 tokens' normalized input (the add kernels run
-    // two blocks a multiprocessor).
-    constexpr int STAGES = OUT == OUT_SILU ? 5 : OUT == OUT_STORE ? 11 : 6;
+    constexpr int STAGES = OUT == OUT_SILU    ? GEMV_STAGES_SILU
+                           : OUT == OUT_STORE ? GEMV_STAGES_STORE
+                                              : GEMV_STAGES_ADD;
     constexpr int STRIDE = GEMV_KT + GEMV_KT_PAD;
     constexpr int STEPS = GEMV_KT / 32 / GEMV_CONSUMERS;  // of 32 columns, per warp and stage
     extern __shared__ __align__(128) bf16 smem[];

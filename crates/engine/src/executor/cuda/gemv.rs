@@ -8,18 +8,109 @@ use cudarc::driver::sys::{CUdeviceptr, CUfunction};
 
 /// Threads per block: 8 consumer warps and a producer (GEMV_THREADS in the source).
 const THREADS: u32 = 288;
-/// Most tokens a step may have. The kernels take up to 8 (the MMAs' n), but at 8 the library GEMMs and
-/// the separate small kernels measured faster (H200).
-const MAX_TOKENS: usize = 4;
 /// Padding of each normalized input row in shared memory, in bf16 (GEMV_PAD in the source).
 const PAD: usize = 8;
-/// Bytes of a stage row: GEMV_KT + GEMV_KT_PAD bf16.
-const STAGE_ROW: usize = (512 + 32) * 2;
-/// Stages × rows of each kernel's ring (STAGES in the source): 11 × 16 for QKV, 5 × (16 + 16)
-/// for gate-up, 6 × 16 for the add kernels.
-const RING_ROWS_STORE: usize = 11 * 16;
-const RING_ROWS_SILU: usize = 5 * 32;
-const RING_ROWS_ADD: usize = 6 * 16;
+/// Padding of each stage row, in bf16 (GEMV_KT_PAD in the source).
+const KT_PAD: usize = 32;
+/// Overrides the layout's fields for tuning runs, as `kt=1024,silu=4` (see `GemvLayout`).
+pub const LAYOUT_ENV: &str = "TURBINE_CUDA_GEMV";
+
+/// How the GEMV kernels stage their weights: the defines `gemv.cu` is compiled with and the
+/// shared memory the host gives them. The defaults measured best on an H200.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GemvLayout {
+    /// Columns a ring stage holds of each row (GEMV_KT): a multiple of 256.
+    pub kt: usize,
+    /// Ring stages of `gemv_norm_store` (16 rows each), `gemv_norm_silu` (16 gate + 16 up rows)
+    /// and `gemv_add` (16 rows; two blocks share a multiprocessor by default).
+    pub store: usize,
+    pub silu: usize,
+    pub add: usize,
+    /// Most tokens a step may have here: the normalized-input rows reserved in shared memory.
+    /// The kernels take up to 8 (the MMAs' n), but at 8 the library GEMMs and the separate small
+    /// kernels measured faster (H200).
+    pub tokens: usize,
+}
+
+impl Default for GemvLayout {
+    fn default() -> Self {
+        Self {
+            kt: 512,
+            store: 11,
+            silu: 5,
+            add: 6,
+            tokens: 4,
+        }
+    }
+}
+
+/// The form `LAYOUT_ENV` takes.
+impl std::fmt::Display for GemvLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "kt={},store={},silu={},add={},tokens={}",
+            self.kt, self.store, self.silu, self.add, self.tokens
+        )
+    }
+}
+
+impl GemvLayout {
+    /// The defaults with `LAYOUT_ENV`'s fields, if set.
+    pub fn from_env() -> Result<Self, String> {
+        match std::env::var(LAYOUT_ENV) {
+            Ok(spec) => Self::parse(&spec).map_err(|e| format!("{LAYOUT_ENV}={spec}: {e}")),
+            Err(_) => Ok(Self::default()),
+        }
+    }
+
+    fn parse(spec: &str) -> Result<Self, String> {
+        let mut layout = Self::default();
+        for field in spec.split(',').filter(|f| !f.trim().is_empty()) {
+            let (name, value) = field
+                .split_once('=')
+                .ok_or_else(|| format!("`{field}` is not NAME=VALUE"))?;
+            let value: usize = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{field}`: not a count"))?;
+            let (slot, range) = match name.trim() {
+                "kt" => (&mut layout.kt, 256..=4096),
+                "store" => (&mut layout.store, 1..=32),
+                "silu" => (&mut layout.silu, 1..=32),
+                "add" => (&mut layout.add, 1..=32),
+                "tokens" => (&mut layout.tokens, 1..=8),
+                other => {
+                    return Err(format!(
+                        "unknown field `{other}` (kt, store, silu, add, tokens)"
+                    ));
+                }
+            };
+            if !range.contains(&value) {
+                return Err(format!("`{field}`: outside {range:?}"));
+            }
+            *slot = value;
+        }
+        if !layout.kt.is_multiple_of(256) {
+            return Err(format!("kt={} is not a multiple of 256", layout.kt));
+        }
+        Ok(layout)
+    }
+
+    pub fn defines(&self) -> [(&'static str, String); 4] {
+        [
+            ("GEMV_KT", self.kt.to_string()),
+            ("GEMV_STAGES_STORE", self.store.to_string()),
+            ("GEMV_STAGES_SILU", self.silu.to_string()),
+            ("GEMV_STAGES_ADD", self.add.to_string()),
+        ]
+    }
+
+    /// Shared memory of a ring of `stages` × `rows` rows.
+    fn ring(&self, stages: usize, rows: usize) -> usize {
+        stages * rows * (self.kt + KT_PAD) * 2
+    }
+}
 
 struct Kernel {
     f: CUfunction,
@@ -36,19 +127,21 @@ pub struct Gemv {
     add: Kernel,
     /// Shared memory per token of the normalized input, in bytes.
     row_bytes: usize,
-    /// The most tokens a step may have here.
-    max_tokens: usize,
+    /// As compiled, with `tokens` the most a step may have here.
+    layout: GemvLayout,
 }
 
 impl Gemv {
     /// Loads the kernels where they can run: sm_90 or later (bulk copies), projection widths
     /// that are multiples of 16 rows and inputs that are multiples of 32 columns; for as many
-    /// tokens (at most MAX_TOKENS) as the stage ring and the normalized input rows leave room for in
-    /// a block's shared memory. None where they cannot: the forward pass then uses cuBLASLt.
+    /// tokens (at most `layout.tokens`) as the deepest stage ring and the normalized input rows
+    /// leave room for in a block's shared memory. None where they cannot: the forward pass then
+    /// uses cuBLASLt.
     pub fn load(
         gpu: &Gpu,
         function: impl Fn(&str) -> GpuResult<CUfunction>,
         s: &Shapes,
+        layout: &GemvLayout,
     ) -> GpuResult<Option<Self>> {
         let fits = [s.qkv, s.hidden, s.inter]
             .iter()
@@ -57,32 +150,40 @@ impl Gemv {
                 .iter()
                 .all(|k| k.is_multiple_of(32));
         let row_bytes = (s.hidden + PAD) * 2;
-        let deepest = RING_ROWS_STORE.max(RING_ROWS_SILU) * STAGE_ROW;
+        let deepest = layout
+            .ring(layout.store, 16)
+            .max(layout.ring(layout.silu, 32));
         let room = (gpu.max_shared as usize).saturating_sub(deepest);
-        let max_tokens = MAX_TOKENS.min(room / row_bytes);
+        let max_tokens = layout.tokens.min(room / row_bytes);
         if gpu.arch.0 < 9 || !fits || max_tokens == 0 {
             return Ok(None);
         }
-        let kernel = |name: &str, ring_rows: usize, tokens: usize| -> GpuResult<Kernel> {
+        let kernel = |name: &str, ring: usize, tokens: usize| -> GpuResult<Kernel> {
             let f = function(name)?;
-            let ring = ring_rows * STAGE_ROW;
             let most = (ring + tokens * row_bytes) as u32;
             gpu.allow_shared(f, most)?;
             let resident = gpu.sms * gpu.resident_blocks(f, THREADS, most)?;
             Ok(Kernel { f, ring, resident })
         };
         Ok(Some(Self {
-            norm_store: kernel("gemv_norm_store", RING_ROWS_STORE, max_tokens)?,
-            norm_silu: kernel("gemv_norm_silu", RING_ROWS_SILU, max_tokens)?,
-            add: kernel("gemv_add", RING_ROWS_ADD, 0)?,
+            norm_store: kernel("gemv_norm_store", layout.ring(layout.store, 16), max_tokens)?,
+            norm_silu: kernel("gemv_norm_silu", layout.ring(layout.silu, 32), max_tokens)?,
+            add: kernel("gemv_add", layout.ring(layout.add, 16), 0)?,
             row_bytes,
-            max_tokens,
+            layout: GemvLayout {
+                tokens: max_tokens,
+                ..*layout
+            },
         }))
     }
 
     /// Whether a step of `t` tokens runs its projections here.
     pub fn handles(&self, t: usize) -> bool {
-        t > 0 && t <= self.max_tokens
+        t > 0 && t <= self.layout.tokens
+    }
+
+    pub fn layout(&self) -> &GemvLayout {
+        &self.layout
     }
 
     /// `out[t × n] = rmsnorm(x) · wᵀ` (bf16 out) for the QKV projection.
@@ -154,7 +255,7 @@ impl Gemv {
         } else {
             Err(format!(
                 "{t} tokens for the GEMV kernels (at most {})",
-                self.max_tokens
+                self.layout.tokens
             ))
         }
     }
@@ -200,4 +301,32 @@ impl Gemv {
 /// One block per group of 16 output rows, but no more than are resident at once (they loop).
 fn grid(kernel: &Kernel, n: usize) -> u32 {
     (n as u32 / 16).min(kernel.resident)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_parse_print_and_refuse_what_the_kernels_cannot_take() {
+        assert_eq!(GemvLayout::parse("").unwrap(), GemvLayout::default());
+        let tuned = GemvLayout::parse(" kt=1024, silu=3 ,tokens=1").unwrap();
+        assert_eq!(
+            tuned,
+            GemvLayout {
+                kt: 1024,
+                silu: 3,
+                tokens: 1,
+                ..GemvLayout::default()
+            }
+        );
+        assert_eq!(GemvLayout::parse(&tuned.to_string()).unwrap(), tuned);
+        for bad in [
+            "kt=384", "kt=128", "silu=0", "tokens=9", "depth=3", "add", "add=x",
+        ] {
+            assert!(GemvLayout::parse(bad).is_err(), "{bad} accepted");
+        }
+        let ring = GemvLayout::default().ring(5, 32);
+        assert_eq!(ring, 5 * 32 * (512 + 32) * 2);
+    }
 }

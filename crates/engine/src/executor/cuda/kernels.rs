@@ -3,7 +3,7 @@
 
 use super::compile::Compiler;
 use super::device::{Gpu, GpuResult, arg};
-use super::gemv::Gemv;
+use super::gemv::{Gemv, GemvLayout};
 use super::plan::{CORE_MIN_KEYS, MMA_MIN_KEYS, attention_splits, mma_attention_splits};
 use super::prefill::PrefillLayout;
 use super::timeline::{self, Timeline};
@@ -119,6 +119,8 @@ impl Kernels {
             ("BLOCK_SIZE", block_size.to_string()),
         ];
         defines.extend(prefill.defines());
+        let gemv_layout = GemvLayout::from_env()?;
+        defines.extend(gemv_layout.defines());
         let timeline_records = timeline::capacity();
         if let Some(n) = timeline_records {
             defines.push(("TIMELINE", n.to_string()));
@@ -172,7 +174,7 @@ impl Kernels {
             silu_mul: f("silu_mul")?,
             sample: f("sample")?,
             fill_random: f("fill_random")?,
-            gemv: Gemv::load(gpu, f, shapes)?,
+            gemv: Gemv::load(gpu, f, shapes, &gemv_layout)?,
             timeline,
             head_dim,
             prefill,
