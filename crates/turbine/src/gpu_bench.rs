@@ -2,7 +2,8 @@
 //! sequences at `context` tokens each (their KV blocks allocated, not filled: timing needs only
 //! the reads) with greedy sampling on the GPU; prefill rows run one sequence of `n` tokens. Each
 //! row prints one JSON line; rows that do not fit in GPU memory say so. With `--cuda-graphs
-//! on,off` each decode row is timed with and without CUDA graphs, one after the other.
+//! on,off` each decode row is timed with and without CUDA graphs, one after the other. Last, one
+//! line per cuBLASLt GEMM shape: the candidates' times and the algorithm kept.
 
 use crate::cli::{GpuBenchArgs, OnOff};
 use crate::serve::weight_source;
@@ -152,6 +153,17 @@ pub fn run(args: GpuBenchArgs) -> anyhow::Result<()> {
                 );
             }
         }
+    }
+    // Which cuBLASLt algorithm each GEMM shape runs, and the candidates' times that chose it.
+    for c in ex.gemm_choices() {
+        let (t, n, k, f32_out) = c.shape;
+        println!(
+            "{}",
+            json!({
+                "kind": "gemm", "t": t, "n": n, "k": k, "f32_out": f32_out,
+                "candidates_us": c.candidates_us, "chosen": c.chosen,
+            })
+        );
     }
     Ok(())
 }

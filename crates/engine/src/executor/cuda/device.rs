@@ -1,7 +1,7 @@
 //! One GPU: its context, a stream, the GEMMs ([`Lt`]), device buffers and kernel launches. Everything
 //! runs in order on the one stream; the host waits only where it reads results back.
 
-use super::gemm::Lt;
+use super::gemm::{Choice as GemmChoice, Lt};
 use super::libs;
 use cudarc::driver::sys::{self as cu, CUdevice_attribute, CUdeviceptr};
 use cudarc::driver::{CudaContext, result};
@@ -332,6 +332,11 @@ impl Gpu {
         f32_out: bool,
     ) -> GpuResult<()> {
         self.lt.gemm(self.stream, x, w, y, (t, n, k, f32_out))
+    }
+
+    /// The GEMM shapes met so far and how each one's algorithm was chosen.
+    pub fn gemm_choices(&self) -> Vec<GemmChoice> {
+        self.lt.choices()
     }
 }
 

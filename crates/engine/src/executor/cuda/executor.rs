@@ -5,6 +5,7 @@
 use super::compile::Compiler;
 use super::device::Gpu;
 use super::forward::{self, Scratch, activation_bytes_per_token, ensure};
+use super::gemm::Choice as GemmChoice;
 use super::graphs::DecodeGraphs;
 use super::kernels::Kernels;
 use super::kv_cache::{GpuKvCache, blocks_that_fit, bytes_per_block};
@@ -206,6 +207,11 @@ impl CudaExecutor {
     }
 
     /// The kernel launches recorded since the last reset, by start (empty without a timeline).
+    /// The cuBLASLt GEMM shapes met so far and how each one's algorithm was chosen.
+    pub fn gemm_choices(&self) -> Vec<GemmChoice> {
+        self.gpu.gemm_choices()
+    }
+
     pub fn timeline(&self) -> Result<Vec<Span>, ExecutorError> {
         match &self.kernels.timeline {
             Some(t) => t.read(&self.gpu).map_err(failed),

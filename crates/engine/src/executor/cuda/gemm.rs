@@ -33,7 +33,16 @@ const TIMED_MAX_ROWS: usize = 256;
 const OP_T: i32 = 1;
 
 /// `(t, n, k, f32_out)` of [`Lt::gemm`].
-type Shape = (usize, usize, usize, bool);
+pub type Shape = (usize, usize, usize, bool);
+
+/// How a shape's algorithm was chosen: each heuristic candidate's mean time in µs (None where
+/// it failed to run; empty where none was timed) and the index of the one kept.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Choice {
+    pub shape: Shape,
+    pub candidates_us: Vec<Option<f64>>,
+    pub chosen: usize,
+}
 
 /// One shape's descriptors and chosen algorithm.
 struct Plan {
@@ -41,6 +50,7 @@ struct Plan {
     /// Layouts of the weights, the activations and the output.
     layouts: [ltsys::cublasLtMatrixLayout_t; 3],
     algo: cublasLtMatmulAlgo_t,
+    choice: Choice,
 }
 
 impl Drop for Plan {
@@ -93,6 +103,18 @@ impl Lt {
         let plans = self.plans.borrow();
         let plan = &plans[&shape];
         self.run(stream, plan, &plan.algo, x, w, y)
+    }
+
+    /// Every shape met so far and how its algorithm was chosen, by shape.
+    pub fn choices(&self) -> Vec<Choice> {
+        let mut choices: Vec<Choice> = self
+            .plans
+            .borrow()
+            .values()
+            .map(|p| p.choice.clone())
+            .collect();
+        choices.sort_by_key(|c| c.shape);
+        choices
     }
 
     fn run(
@@ -161,6 +183,11 @@ impl Lt {
             desc,
             layouts: [layout(bf16, k, n)?, layout(bf16, k, t)?, layout(out, n, t)?],
             algo: cublasLtMatmulAlgo_t { data: [0; 8] },
+            choice: Choice {
+                shape: (t, n, k, f32_out),
+                candidates_us: Vec::new(),
+                chosen: 0,
+            },
         };
         // SAFETY: a valid descriptor; the attribute is a `cublasOperation_t` (an `i32`).
         check("cublasLtMatmulDescSetAttribute", unsafe {
@@ -181,9 +208,10 @@ impl Lt {
             return Ok(plan);
         }
         let mut best = f64::INFINITY;
-        for algo in &candidates {
+        for (i, algo) in candidates.iter().enumerate() {
             // A candidate that fails to run (resources, alignment) is skipped.
             if self.run(stream, &plan, algo, x, w, y).is_err() {
+                plan.choice.candidates_us.push(None);
                 continue;
             }
             synchronize(stream)?;
@@ -193,9 +221,13 @@ impl Lt {
             }
             synchronize(stream)?;
             let secs = start.elapsed().as_secs_f64();
+            plan.choice
+                .candidates_us
+                .push(Some(secs / TIMED_RUNS as f64 * 1e6));
             if secs < best {
                 best = secs;
                 plan.algo = *algo;
+                plan.choice.chosen = i;
             }
         }
         Ok(plan)

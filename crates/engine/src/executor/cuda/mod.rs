@@ -29,4 +29,5 @@ mod timeline;
 mod weights;
 
 pub use executor::{CudaExecutor, CudaOptions, WeightSource};
+pub use gemm::Choice as GemmChoice;
 pub use timeline::Span;
