@@ -35,7 +35,7 @@ pub fn run(args: GpuBenchArgs) -> anyhow::Result<()> {
     let info = json!({
         "kind": "setup", "device": ex.device_name(), "num_blocks": ex.num_blocks(),
         "weight_bytes": ex.weight_bytes(), "kv_bytes_per_token": ex.kv_bytes_per_token(),
-        "gemv": ex.gemv_layout(), "load_s": started.elapsed().as_secs_f64(),
+        "gemv": ex.gemv_layout(), "libraries": ex.libraries(), "load_s": started.elapsed().as_secs_f64(),
     });
     println!("{info}");
     for &n in args.prefill.iter().filter(|&&n| n > 0) {

@@ -54,6 +54,8 @@ pub struct Gpu {
     /// Whether kernels are launched as programmatic dependents (sm_90 and later; see `launch`).
     pdl: Cell<bool>,
     pub name: String,
+    /// The CUDA library files loaded (driver, NVRTC, cuBLASLt; `libs::load`).
+    pub libraries: &'static [String],
     pub arch: (i32, i32),
     pub sms: u32,
     /// Most dynamic shared memory one block may opt into, in bytes.
@@ -67,7 +69,7 @@ unsafe impl Send for Gpu {}
 impl Gpu {
     /// Opens GPU `ordinal`, or says why not (no driver, no GPU, libraries missing).
     pub fn open(ordinal: usize) -> GpuResult<Self> {
-        libs::load()?;
+        let libraries = libs::load()?;
         check("cuInit", result::init())?;
         let count = result::device::get_count().map_err(|e| format!("cuDeviceGetCount: {e:?}"))?;
         if ordinal >= count.max(0) as usize {
@@ -101,6 +103,7 @@ impl Gpu {
             stream,
             pdl: Cell::new(arch.0 >= 9),
             name,
+            libraries,
             arch,
             sms,
             max_shared,

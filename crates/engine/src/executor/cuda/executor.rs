@@ -138,6 +138,7 @@ impl CudaExecutor {
             gpu = %gpu.name,
             arch = ?gpu.arch,
             nvrtc = ?compiler.version(),
+            libraries = ?gpu.libraries,
             num_blocks,
             graph_sizes = graphs.as_ref().map_or(0, DecodeGraphs::len),
             graph_mib = graph_bytes >> 20,
@@ -180,6 +181,11 @@ impl CudaExecutor {
 
     pub fn device_name(&self) -> &str {
         &self.gpu.name
+    }
+
+    /// The CUDA library files in use (driver, NVRTC, cuBLASLt).
+    pub fn libraries(&self) -> &[String] {
+        self.gpu.libraries
     }
 
     /// The few-token GEMVs' layout as compiled (`TURBINE_CUDA_GEMV`'s form), or None where

@@ -32,14 +32,34 @@ const WANTED: &[Wanted] = &[
     },
 ];
 
-/// The directories searched, in order: `$TURBINE_CUDA_LIB_DIR`, the toolkit (`$CUDA_HOME`,
+/// Where to look: the directories the user named (`$TURBINE_CUDA_LIB_DIR`, an explicit choice:
+/// the first that holds any version of a library wins, so a CUDA 12 directory named there beats
+/// a CUDA 13 found elsewhere), then the usual places (newest major version first across them).
+pub struct SearchDirs {
+    pub chosen: Vec<PathBuf>,
+    pub usual: Vec<PathBuf>,
+}
+
+/// `$TURBINE_CUDA_LIB_DIR`'s directories, then the usual ones: the toolkit (`$CUDA_HOME`,
 /// `$CUDA_PATH`, `/usr/local/cuda`), the driver's usual homes, then Python environments'
 /// `site-packages/nvidia/*/lib` (the pip wheels PyTorch installs).
-pub fn search_dirs(env: impl Fn(&str) -> Option<String>) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    if let Some(list) = env(LIB_DIR_ENV) {
-        dirs.extend(list.split(':').filter(|d| !d.is_empty()).map(PathBuf::from));
+pub fn search_dirs(env: impl Fn(&str) -> Option<String>) -> SearchDirs {
+    let chosen = env(LIB_DIR_ENV)
+        .map(|list| {
+            list.split(':')
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    SearchDirs {
+        chosen,
+        usual: usual_dirs(env),
     }
+}
+
+fn usual_dirs(env: impl Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
     let toolkits = ["CUDA_HOME", "CUDA_PATH"]
         .iter()
         .filter_map(|k| env(k))
@@ -97,42 +117,56 @@ fn name_starts(path: &Path, prefix: &str) -> bool {
         .is_some_and(|n| n.starts_with(prefix))
 }
 
-/// The first existing file among `names` × `dirs`, trying every directory for a name before
-/// the next (older) name.
-pub fn find(names: &[&str], dirs: &[PathBuf]) -> Option<PathBuf> {
-    names
+/// The library file to load: in the first chosen directory that holds any of `names` (newest
+/// first within it); else the first existing file among `names` × the usual directories, trying
+/// every directory for a name before the next (older) name.
+pub fn find(names: &[&str], dirs: &SearchDirs) -> Option<PathBuf> {
+    let chosen = dirs
+        .chosen
         .iter()
-        .flat_map(|n| dirs.iter().map(move |d| d.join(n)))
-        .find(|p| p.is_file())
+        .flat_map(|d| names.iter().map(move |n| d.join(n)));
+    let usual = names
+        .iter()
+        .flat_map(|n| dirs.usual.iter().map(move |d| d.join(n)));
+    chosen.chain(usual).find(|p| p.is_file())
 }
 
-/// Loads the driver, NVRTC and cuBLASLt once per process; later calls return the first
-/// call's outcome. The error names the library and the places searched.
-pub fn load() -> Result<(), String> {
-    static LOADED: OnceLock<Result<Vec<Library>, String>> = OnceLock::new();
+/// The loaded libraries, kept open for the process's life, and what was loaded, in order: a
+/// file's path, or a bare name where the dynamic loader's own path found it.
+struct Loaded {
+    _libs: Vec<Library>,
+    files: Vec<String>,
+}
+
+/// Loads the driver, NVRTC and cuBLASLt once per process and says which files were loaded;
+/// later calls return the first call's outcome. The error names the library and the places
+/// searched.
+pub fn load() -> Result<&'static [String], String> {
+    static LOADED: OnceLock<Result<Loaded, String>> = OnceLock::new();
     match LOADED.get_or_init(|| load_all(&search_dirs(|k| std::env::var(k).ok()))) {
-        Ok(_) => Ok(()),
+        Ok(loaded) => Ok(&loaded.files),
         Err(e) => Err(e.clone()),
     }
 }
 
-fn load_all(dirs: &[PathBuf]) -> Result<Vec<Library>, String> {
-    let mut libs = Vec::new();
+fn load_all(dirs: &SearchDirs) -> Result<Loaded, String> {
+    let (mut libs, mut files) = (Vec::new(), Vec::new());
     for wanted in WANTED {
-        let lib = match find(wanted.names, dirs) {
+        let (lib, file) = match find(wanted.names, dirs) {
             Some(path) => {
                 if wanted.what == "NVRTC" {
                     libs.extend(nvrtc_builtins(&path));
                 }
                 // SAFETY: loading a vendor library runs its initialisers, as any CUDA program does.
-                unsafe { Library::new(&path) }
-                    .map_err(|e| format!("cannot load {}: {e}", path.display()))?
+                let lib = unsafe { Library::new(&path) }
+                    .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+                (lib, path.display().to_string())
             }
             // Last, the dynamic loader's own path (ld.so.conf, LD_LIBRARY_PATH).
             None => wanted
                 .names
                 .iter()
-                .find_map(|&n| unsafe { Library::new(n) }.ok())
+                .find_map(|&n| unsafe { Library::new(n) }.ok().map(|l| (l, n.to_string())))
                 .ok_or_else(|| {
                     format!(
                         "{} not found: no GPU driver or CUDA libraries on this machine? Tried {:?} \
@@ -143,8 +177,9 @@ fn load_all(dirs: &[PathBuf]) -> Result<Vec<Library>, String> {
                 })?,
         };
         libs.push(lib);
+        files.push(file);
     }
-    Ok(libs)
+    Ok(Loaded { _libs: libs, files })
 }
 
 /// NVRTC opens its `libnvrtc-builtins` by name at the first compile; loading it from NVRTC's own
@@ -171,34 +206,50 @@ mod tests {
     #[test]
     fn the_env_var_comes_first_then_the_toolkit() {
         let env = |k: &str| match k {
-            LIB_DIR_ENV => Some("/a:/b".to_string()),
+            LIB_DIR_ENV => Some("/a::/b".to_string()),
             "CUDA_HOME" => Some("/cuda".to_string()),
             _ => None,
         };
         let dirs = search_dirs(env);
-        assert_eq!(dirs[0], PathBuf::from("/a"));
-        assert_eq!(dirs[1], PathBuf::from("/b"));
-        assert_eq!(dirs[2], PathBuf::from("/cuda/lib64"));
+        assert_eq!(dirs.chosen, [PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert_eq!(dirs.usual[0], PathBuf::from("/cuda/lib64"));
         let toolkit = dirs
+            .usual
             .iter()
             .position(|d| d == Path::new("/usr/local/cuda/lib64"));
         let driver = dirs
+            .usual
             .iter()
             .position(|d| d == Path::new("/usr/local/nvidia/lib64"));
         assert!(toolkit < driver);
     }
 
     #[test]
-    fn a_newer_major_version_wins_over_an_earlier_directory() {
+    fn a_chosen_directory_wins_else_the_newest_major_version() {
         let root = std::env::temp_dir().join(format!("turbine-libs-{}", std::process::id()));
         let (old, new) = (root.join("old"), root.join("new"));
         std::fs::create_dir_all(&old).unwrap();
         std::fs::create_dir_all(&new).unwrap();
         std::fs::write(old.join("libx.so.12"), b"").unwrap();
         std::fs::write(new.join("libx.so.13"), b"").unwrap();
-        let found = find(&["libx.so.13", "libx.so.12"], &[old.clone(), new.clone()]);
-        assert_eq!(found, Some(new.join("libx.so.13")));
-        assert_eq!(find(&["liby.so"], &[old, new]), None);
+        std::fs::write(new.join("libx.so.12"), b"").unwrap();
+        let names = ["libx.so.13", "libx.so.12"];
+        let usual = |chosen: Vec<PathBuf>| SearchDirs {
+            chosen,
+            usual: vec![old.clone(), new.clone()],
+        };
+        // Across the usual places the newer major version wins over an earlier directory.
+        assert_eq!(find(&names, &usual(vec![])), Some(new.join("libx.so.13")));
+        // A directory the user named wins even with an older version, the newest within it.
+        assert_eq!(
+            find(&names, &usual(vec![old.clone()])),
+            Some(old.join("libx.so.12"))
+        );
+        assert_eq!(
+            find(&names, &usual(vec![root.join("none"), new.clone()])),
+            Some(new.join("libx.so.13"))
+        );
+        assert_eq!(find(&["liby.so"], &usual(vec![old.clone()])), None);
         std::fs::remove_dir_all(root).unwrap();
     }
 }
