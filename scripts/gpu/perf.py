@@ -153,15 +153,16 @@ def main():
     if run.returncode != 0:
         print(run.stdout, run.stderr[-4000:])
         sys.exit(1)
-    rows = [json.loads(l) for l in run.stdout.splitlines() if l.startswith("{")]
-    setup = rows[0]
-    rows = rows[1:]
+    lines = [json.loads(l) for l in run.stdout.splitlines() if l.startswith("{")]
+    setup = lines[0]
+    rows = [r for r in lines if r["kind"] in ("decode", "prefill")]
+    gemms = [r for r in lines if r["kind"] == "gemm"]
     theirs = {} if args.no_torch else torch_rows(c, rows, args.steps)
     params = setup["weight_bytes"] / 2
     layers, qdim = c["num_hidden_layers"], c["num_attention_heads"] * c.get("head_dim", 128)
     print(f"\nweights read per step {setup['weight_bytes']/1e9:.2f} GB; load {setup['load_s']:.1f} s")
     print(f"{'row':22} {'turbine':>11} {'% roofline':>11} {'pytorch':>11} {'speedup':>8}")
-    result = dict(setup=setup, read_bw=read, copy_bw=copy, peak_flops=peak, rows=[])
+    result = dict(setup=setup, read_bw=read, copy_bw=copy, peak_flops=peak, rows=[], gemm=gemms)
     for r in rows:
         name = f"decode b{r['batch']} ctx{r['context']}" if r["kind"] == "decode" else f"prefill {r['tokens']}"
         if r.get("skipped"):
