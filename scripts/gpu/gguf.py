@@ -5,9 +5,10 @@ model, whose path parity.py checks against transformers. The GGUF path differs i
 checks: dequantization on upload, and GGUF's interleaved RoPE over its permuted Q and K rows (HF
 models rotate halves).
 
-Checks: logits relative error <= 1e-3 between the two over each prompt's steps up to where their
+Checks: logits relative error <= 1e-2 between the two over each prompt's steps up to where their
 greedy outputs first part (both round the same values to bf16; only the order of some sums
-differs); outputs equal, or parting at a near-tie (logits of the two tokens closer than twice
+differs: 2.9-3.6e-3 on an H100, the level at which the GGUF run's batched logits differ from its
+alone ones, 2.9-5.0e-3; Q/K rows in the wrong order gave 0.4-0.7); outputs equal, or parting at a near-tie (logits of the two tokens closer than twice
 the largest difference of that step); the GGUF run's batched outputs equal its alone ones the
 same way. For scale, the CPU executor's error on the GGUF is printed too (it quantizes the
 activations to 8 bits as llama.cpp does, so it is no exact reference). Needs numpy only.
@@ -283,7 +284,7 @@ def main():
         err, off_tie = compare(ref["alone"][i], ref["logits"][i], got["alone"][i], got["logits"][i])
         berr, boff = compare(got["alone"][i], got["logits"][i], got["batched"][i], got["batched_logits"][i])
         cerr, _ = compare(cpu["alone"][i], cpu["logits"][i], got["alone"][i], got["logits"][i])
-        passed = err <= 1e-3 and not off_tie and not boff
+        passed = err <= 1e-2 and not off_tie and not boff
         ok &= passed
         rows.append((len(p), f"{err:.1e}", got["alone"][i] == ref["alone"][i], f"{berr:.1e}",
                      got["batched"][i] == got["alone"][i], f"{cerr:.1e}", "PASS" if passed else "FAIL"))
