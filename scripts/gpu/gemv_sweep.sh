@@ -18,13 +18,16 @@ layouts=("$@")
 for round in $(seq "${ROUNDS:-2}"); do
   for layout in "" "${layouts[@]}"; do
     TURBINE_CUDA_GEMV="$layout" "$turbine" gpu-bench --model "$here/llama-3.1-8b.json" \
-      --prefill 0 --batch 1,2,4 --context 1024 --steps 40 2>/dev/null |
+      --prefill 0 --batch 1,2,4 --context 1024 --steps 40 2>&1 |
       python3 -c "
 import json, sys
-rows = [json.loads(l) for l in sys.stdin if l.startswith('{')]
-setup = next(r for r in rows if r['kind'] == 'setup')
+lines = sys.stdin.read().splitlines()
+rows = [json.loads(l) for l in lines if l.startswith('{')]
+setup = next((r for r in rows if r['kind'] == 'setup'), None)
+if setup is None:
+    sys.exit('round $round  %-42s failed: %s' % ('$layout', lines[-1] if lines else 'no output'))
 steps = '  '.join('b%d %.3f' % (r['batch'], r['step_ms']) for r in rows
                   if r['kind'] == 'decode' and 'step_ms' in r)
-print('round $round  %-42s %s ms' % (setup['gemv'] or 'cuBLASLt', steps))"
+print('round $round  %-42s %s ms' % (setup['gemv'] or 'cuBLASLt', steps))" || true
   done
 done

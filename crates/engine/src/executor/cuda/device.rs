@@ -294,6 +294,20 @@ impl Gpu {
         self.pdl.set(on && self.arch.0 >= 9);
     }
 
+    /// Static shared memory `f` declares, in bytes: what a launch's dynamic shared memory must
+    /// leave room for.
+    pub fn static_shared(&self, f: cu::CUfunction) -> GpuResult<u32> {
+        // SAFETY: `f` is a loaded kernel.
+        let bytes = unsafe {
+            result::function::get_function_attribute(
+                f,
+                cu::CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES,
+            )
+        }
+        .map_err(|e| format!("cuFuncGetAttribute: {e:?}"))?;
+        Ok(bytes as u32)
+    }
+
     /// Blocks of `f` (with `block` threads and `shared` bytes of dynamic shared memory) that fit
     /// on one multiprocessor at once.
     pub fn resident_blocks(&self, f: cu::CUfunction, block: u32, shared: u32) -> GpuResult<u32> {

@@ -134,8 +134,8 @@ pub struct Gemv {
 impl Gemv {
     /// Loads the kernels where they can run: sm_90 or later (bulk copies), projection widths
     /// that are multiples of 16 rows and inputs that are multiples of 32 columns; for as many
-    /// tokens (at most `layout.tokens`) as the deepest stage ring and the normalized input rows
-    /// leave room for in a block's shared memory. None where they cannot: the forward pass then
+    /// tokens (at most `layout.tokens`) as fit their normalized input rows in a block's shared
+    /// memory beside each kernel's stage ring and static shared memory. None where they cannot: the forward pass then
     /// uses cuBLASLt.
     pub fn load(
         gpu: &Gpu,
@@ -149,26 +149,37 @@ impl Gemv {
             && [s.hidden, s.q, s.inter]
                 .iter()
                 .all(|k| k.is_multiple_of(32));
-        let row_bytes = (s.hidden + PAD) * 2;
-        let deepest = layout
-            .ring(layout.store, 16)
-            .max(layout.ring(layout.silu, 32));
-        let room = (gpu.max_shared as usize).saturating_sub(deepest);
-        let max_tokens = layout.tokens.min(room / row_bytes);
-        if gpu.arch.0 < 9 || !fits || max_tokens == 0 {
+        if gpu.arch.0 < 9 || !fits {
             return Ok(None);
         }
-        let kernel = |name: &str, ring: usize, tokens: usize| -> GpuResult<Kernel> {
-            let f = function(name)?;
+        let row_bytes = (s.hidden + PAD) * 2;
+        let (store, silu, add) = (
+            function("gemv_norm_store")?,
+            function("gemv_norm_silu")?,
+            function("gemv_add")?,
+        );
+        // Tokens whose normalized input fits beside a kernel's ring and static shared memory.
+        let room = |f: CUfunction, ring: usize| -> GpuResult<usize> {
+            let used = ring + gpu.static_shared(f)? as usize;
+            Ok((gpu.max_shared as usize).saturating_sub(used) / row_bytes)
+        };
+        let max_tokens = layout
+            .tokens
+            .min(room(store, layout.ring(layout.store, 16))?)
+            .min(room(silu, layout.ring(layout.silu, 32))?);
+        if max_tokens == 0 {
+            return Ok(None);
+        }
+        let kernel = |f: CUfunction, ring: usize, tokens: usize| -> GpuResult<Kernel> {
             let most = (ring + tokens * row_bytes) as u32;
             gpu.allow_shared(f, most)?;
             let resident = gpu.sms * gpu.resident_blocks(f, THREADS, most)?;
             Ok(Kernel { f, ring, resident })
         };
         Ok(Some(Self {
-            norm_store: kernel("gemv_norm_store", layout.ring(layout.store, 16), max_tokens)?,
-            norm_silu: kernel("gemv_norm_silu", layout.ring(layout.silu, 32), max_tokens)?,
-            add: kernel("gemv_add", layout.ring(layout.add, 16), 0)?,
+            norm_store: kernel(store, layout.ring(layout.store, 16), max_tokens)?,
+            norm_silu: kernel(silu, layout.ring(layout.silu, 32), max_tokens)?,
+            add: kernel(add, layout.ring(layout.add, 16), 0)?,
             row_bytes,
             layout: GemvLayout {
                 tokens: max_tokens,
