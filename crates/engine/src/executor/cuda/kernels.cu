@@ -414,27 +414,57 @@ decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const 
     }
 }
 
+__device__ __forceinline__ float max_op(float a, float b) { return fmaxf(a, b); }
+
+// Splits a `decode_merge` block weighs at a time (its shared memory).
+#define MERGE_CHUNK 256
+
 // Merges the partials of the splits of `decode_attention` that hold keys. Grid: (listed tokens,
-// heads); block: HEAD_DIM threads.
+// heads); block: HEAD_DIM threads. A batch-1 step merges ~32 splits a head, so the kernel is
+// bound by load latency, not bandwidth: no thread's loads wait on one another. The block finds
+// the splits' largest maximum (a thread a split), weighs each split in shared memory, then every
+// thread sums its dimension over the splits, eight loads in flight. The sums
+// run in split order, as one thread a dimension summing alone would.
 extern "C" __global__ void decode_merge(const float* part_acc, const float* part_ml,
                                         const int* token_list, const int* pos, int heads,
                                         int splits, int min_keys, bf16* out) {
     TIMELINE_SCOPE;
+    __shared__ float weight[MERGE_CHUNK], sum[MERGE_CHUNK];
     pdl_start();
     int item = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
     int t = token_list[item];
     int ctx = pos[t] + 1, chunk = split_chunk(ctx, splits, min_keys);
     int used = (ctx + chunk - 1) / chunk;
-    size_t first = ((size_t)item * heads + h) * splits;
+    const float* ml = part_ml + 2 * ((size_t)item * heads + h) * splits;
+    const float* acc = part_acc + ((size_t)item * heads + h) * splits * HEAD_DIM + d;
     float mm = NEG_INF;
-    for (int s = 0; s < used; s++) mm = fmaxf(mm, part_ml[2 * (first + s)]);
+    for (int s = d; s < used; s += HEAD_DIM) mm = fmaxf(mm, ml[2 * s]);
+    mm = block_reduce(mm, max_op, NEG_INF);
     float ll = 0.0f, aa = 0.0f;
-    for (int s = 0; s < used; s++) {
-        float ms = part_ml[2 * (first + s)];
-        if (ms == NEG_INF) continue;
-        float f = exp2f(ms - mm);
-        ll += part_ml[2 * (first + s) + 1] * f;
-        aa += part_acc[(first + s) * HEAD_DIM + d] * f;
+    for (int s0 = 0; s0 < used; s0 += MERGE_CHUNK) {
+        int n = min(MERGE_CHUNK, used - s0);
+        for (int i = d; i < n; i += HEAD_DIM) {
+            float ms = ml[2 * (s0 + i)];
+            weight[i] = ms == NEG_INF ? 0.0f : exp2f(ms - mm);
+            sum[i] = ml[2 * (s0 + i) + 1];
+        }
+        __syncthreads();
+        for (int i = 0; i < n; i += 8) {
+            // Eight loads issued before the first is used.
+            float v[8];
+            #pragma unroll
+            for (int j = 0; j < 8; j++) {
+                v[j] = i + j < n ? acc[(size_t)(s0 + i + j) * HEAD_DIM] : 0.0f;
+            }
+            #pragma unroll
+            for (int j = 0; j < 8; j++) {
+                if (i + j < n) {
+                    ll += sum[i + j] * weight[i + j];
+                    aa += v[j] * weight[i + j];
+                }
+            }
+        }
+        __syncthreads();
     }
     out[((size_t)t * heads + h) * HEAD_DIM + d] = f2bf(aa / ll);
 }
