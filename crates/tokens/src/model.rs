@@ -136,8 +136,7 @@ impl ModelTokenizer {
             chat_template_of(&config["chat_template"])
         };
 
-        let max_positions =
-            read_json(dir, "config.json")?.and_then(|c| c["max_position_embeddings"].as_u64());
+        let max_positions = read_json(dir, "config.json")?.and_then(|c| trained_context(&c));
         let context_length = max_positions
             .or_else(|| config["model_max_length"].as_u64())
             .and_then(|n| u32::try_from(n).ok());
@@ -203,6 +202,19 @@ fn chat_template_of(value: &Value) -> Option<String> {
     }
 }
 
+/// The longest context a model's config lets the engines serve as the model computes it:
+/// `max_position_embeddings`, cut to the attention's sliding window where one is in force
+/// (Mistral's `sliding_window`; Qwen2/3's only with `use_sliding_window`). The engines attend
+/// over the whole context, which equals the windowed attention up to the window.
+fn trained_context(config: &Value) -> Option<u64> {
+    let max = config["max_position_embeddings"].as_u64()?;
+    let in_force = config
+        .get("use_sliding_window")
+        .is_none_or(|on| on.as_bool() == Some(true));
+    let window = config["sliding_window"].as_u64().filter(|_| in_force);
+    Some(window.map_or(max, |w| w.min(max)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +250,21 @@ mod tests {
             chat_template_of(&json!([{"name": "rag", "template": "R"}])),
             None
         );
+    }
+
+    #[test]
+    fn a_sliding_window_in_force_cuts_the_context() {
+        let mistral = json!({"max_position_embeddings": 32768, "sliding_window": 4096});
+        assert_eq!(trained_context(&mistral), Some(4096));
+        let mistral_v3 = json!({"max_position_embeddings": 32768, "sliding_window": null});
+        assert_eq!(trained_context(&mistral_v3), Some(32768));
+        let qwen = json!({"max_position_embeddings": 40960, "sliding_window": 4096,
+                          "use_sliding_window": false});
+        assert_eq!(trained_context(&qwen), Some(40960));
+        let qwen_on = json!({"max_position_embeddings": 40960, "sliding_window": 4096,
+                             "use_sliding_window": true});
+        assert_eq!(trained_context(&qwen_on), Some(4096));
+        assert_eq!(trained_context(&json!({"sliding_window": 4096})), None);
     }
 
     #[test]
