@@ -95,7 +95,11 @@ impl Gpu {
                 .map_err(|e| format!("cuBLASLt workspace: {e:?}"))?,
             bytes: BLAS_WORKSPACE,
         };
-        let lt = Lt::new(blas_workspace.ptr, BLAS_WORKSPACE)?;
+        let lt = Lt::new(
+            blas_workspace.ptr,
+            BLAS_WORKSPACE,
+            &format!("{name} {arch:?}"),
+        )?;
         Ok(Self {
             lt,
             _blas_workspace: blas_workspace,

@@ -1,15 +1,18 @@
-//! GEMMs through cuBLASLt, each shape's algorithm chosen once by timing.
+//! GEMMs through cuBLASLt, each shape's algorithm chosen once by timing (once per machine: the
+//! choices are kept on disk, `gemm_cache`).
 //!
 //! cuBLAS's own choice for a shape is its heuristic's first guess; on the few-token shapes of
 //! batched decode (memory-bound, 8-256 rows against 4096-wide weights) that guess was measured at
 //! 54-77% of DRAM bandwidth (timing the candidates gained 0.5-2% on an H100's decode steps). Here the first time a shape runs outside a graph capture, up to
 //! [`CANDIDATES`] of cuBLASLt's heuristic algorithms are each run [`TIMED_RUNS`] times and the
 //! fastest is kept for good, so a shape always runs the same kernel (graph replays equal eager
-//! steps bit for bit). A shape first met inside a capture (not expected: graphs capture on a
+//! steps bit for bit), in this process and, through the cache, in later ones. A shape first met inside a capture (not expected: graphs capture on a
 //! shape's second step) keeps the heuristic's first choice. Prefill shapes (many rows) are not
 //! timed: every chunk length is a new shape, and the heuristic does well on compute-bound ones.
 
+use super::compile::cache_dir;
 use super::device::{GpuResult, check};
+use super::gemm_cache::GemmCache;
 use cudarc::cublaslt::result as lt;
 use cudarc::cublaslt::sys::{
     self as ltsys, cublasComputeType_t, cublasLtMatmulAlgo_t, cublasLtMatmulDescAttributes_t,
@@ -36,7 +39,8 @@ const OP_T: i32 = 1;
 pub type Shape = (usize, usize, usize, bool);
 
 /// How a shape's algorithm was chosen: each heuristic candidate's mean time in µs (None where
-/// it failed to run; empty where none was timed) and the index of the one kept.
+/// it failed to run; empty where none was timed, as where the choice came from the cache) and
+/// the index of the one kept.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Choice {
     pub shape: Shape,
@@ -71,18 +75,29 @@ pub struct Lt {
     workspace: CUdeviceptr,
     workspace_bytes: usize,
     plans: RefCell<HashMap<Shape, Plan>>,
+    cache: RefCell<GemmCache>,
 }
 
 impl Lt {
     /// `workspace` (`workspace_bytes` long) must outlive the handle and not be used by anything
-    /// running concurrently on another stream.
-    pub fn new(workspace: CUdeviceptr, workspace_bytes: usize) -> GpuResult<Self> {
+    /// running concurrently on another stream. `gpu` names the GPU model (the timed choices are
+    /// kept per model).
+    pub fn new(workspace: CUdeviceptr, workspace_bytes: usize, gpu: &str) -> GpuResult<Self> {
         let handle = lt::create_handle().map_err(|e| format!("cublasLtCreate: {e:?}"))?;
+        // SAFETY: a plain query of the loaded library.
+        let version = unsafe { ltsys::cublasLtGetVersion() };
+        let dir = cache_dir(|k| std::env::var(k).ok());
         Ok(Self {
             handle,
             workspace,
             workspace_bytes,
             plans: RefCell::new(HashMap::new()),
+            cache: RefCell::new(GemmCache::open(
+                dir.as_deref(),
+                gpu,
+                version,
+                workspace_bytes,
+            )),
         })
     }
 
@@ -207,6 +222,14 @@ impl Lt {
         if capturing || t > TIMED_MAX_ROWS || candidates.len() == 1 {
             return Ok(plan);
         }
+        // Timed before on this machine: the same choice, if the heuristic still offers it.
+        let shape = plan.choice.shape;
+        let kept = self.cache.borrow().get(shape);
+        if let Some(i) = kept.and_then(|words| candidates.iter().position(|a| a.data == words)) {
+            plan.algo = candidates[i];
+            plan.choice.chosen = i;
+            return Ok(plan);
+        }
         let mut best = f64::INFINITY;
         for (i, algo) in candidates.iter().enumerate() {
             // A candidate that fails to run (resources, alignment) is skipped.
@@ -230,6 +253,7 @@ impl Lt {
                 plan.choice.chosen = i;
             }
         }
+        self.cache.borrow_mut().put(shape, plan.algo.data);
         Ok(plan)
     }
 

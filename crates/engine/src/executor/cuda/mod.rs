@@ -4,7 +4,7 @@
 //! time (cudarc with dynamic loading); `compile` turns `kernels.cu` (with `prefill.cu`,
 //! `gemv.cu`, `decode_mma.cu` and `sample.cu` appended) into a CUBIN for the GPU in hand through
 //! NVRTC, cached on disk; `device` holds the context, stream and buffers, `gemm` the GEMMs (cuBLASLt, each shape's
-//! algorithm timed once); `kernels`
+//! algorithm timed once, `gemm_cache` keeping the choices on disk); `kernels`
 //! launches the custom kernels (`prefill` lays out the prefill attention's work) and `gemv` the
 //! fused few-token projections; `weights` uploads or makes the weights;
 //! `kv_cache` sizes and holds the paged cache; `plan` checks and packs a step's metadata;
@@ -17,6 +17,7 @@ mod device;
 mod executor;
 mod forward;
 mod gemm;
+mod gemm_cache;
 mod gemv;
 mod graph;
 mod graphs;
