@@ -7,7 +7,9 @@
 # for the same binary, e.g. an earlier commit's (for f in kernels prefill prefill_wgmma gemv
 # decode_mma sample; do git show REV:crates/engine/src/executor/cuda/$f.cu; done > old.cu) where
 # the host launches those kernels the same way (grids, arguments), or another turbine binary
-# where the change is not in the kernels alone.
+# where the change is not in the kernels alone. Runs share the timed GEMM choices through the
+# cache directory (libs.sh's TURBINE_CUDA_CACHE), so they run the same GEMMs; a binary from
+# before that cache (03bd977) times its own and may sum in another order.
 # Usage: scripts/gpu/same_logits.sh path/to/turbine OTHER_SOURCE.cu|OTHER_TURBINE
 set -euo pipefail
 turbine="$(realpath "$1")"
