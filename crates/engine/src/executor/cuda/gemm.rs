@@ -3,12 +3,14 @@
 //!
 //! cuBLAS's own choice for a shape is its heuristic's first guess; on the few-token shapes of
 //! batched decode (memory-bound, 8-256 rows against 4096-wide weights) that guess was measured at
-//! 54-77% of DRAM bandwidth (timing the candidates gained 0.5-2% on an H100's decode steps). Here the first time a shape runs outside a graph capture, up to
-//! [`CANDIDATES`] of cuBLASLt's heuristic algorithms are each run [`TIMED_RUNS`] times and the
-//! fastest is kept for good, so a shape always runs the same kernel (graph replays equal eager
-//! steps bit for bit), in this process and, through the cache, in later ones. A shape first met inside a capture (not expected: graphs capture on a
-//! shape's second step) keeps the heuristic's first choice. Prefill shapes (many rows) are not
-//! timed: every chunk length is a new shape, and the heuristic does well on compute-bound ones.
+//! 54-77% of DRAM bandwidth (timing the candidates gained 0.5-2% on an H100's decode steps). Here
+//! the first time a shape runs outside a graph capture, up to [`CANDIDATES`] of cuBLASLt's
+//! heuristic algorithms are each run [`TIMED_RUNS`] times and the fastest is kept for good, so a
+//! shape always runs the same kernel (graph replays equal eager steps bit for bit), in this process
+//! and, through the cache, in later ones. A shape first met inside a capture (not expected: graphs
+//! capture on a shape's second step) keeps the heuristic's first choice. Prefill shapes (many rows)
+//! are not timed: every chunk length is a new shape, and the heuristic does well on compute-bound
+//! ones.
 
 use super::compile::cache_dir;
 use super::device::{GpuResult, check};
