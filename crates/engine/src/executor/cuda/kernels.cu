@@ -423,8 +423,8 @@ __device__ __forceinline__ float max_op(float a, float b) { return fmaxf(a, b); 
 // heads); block: HEAD_DIM threads. A batch-1 step merges ~32 splits a head, so the kernel is
 // bound by load latency, not bandwidth: no thread's loads wait on one another. The block finds
 // the splits' largest maximum (a thread a split), weighs each split in shared memory, then every
-// thread sums its dimension over the splits, eight loads in flight. The sums
-// run in split order, as one thread a dimension summing alone would.
+// thread sums its dimension over the splits, eight loads in flight. The sums run in split
+// order, as one thread a dimension summing alone would.
 extern "C" __global__ void decode_merge(const float* part_acc, const float* part_ml,
                                         const int* token_list, const int* pos, int heads,
                                         int splits, int min_keys, bf16* out) {
