@@ -1,7 +1,9 @@
 //! Finding and loading the CUDA libraries at run time. cudarc opens each library by its plain
 //! name (`libcublasLt.so.13`), which finds only what the dynamic loader's path holds; we first open
 //! each one by absolute path from the usual places, so cudarc's later `dlopen` by name returns the
-//! library already loaded. Without this, a missing library is a panic inside cudarc.
+//! library already loaded. Without this, a missing library is a panic inside cudarc. NVRTC and
+//! cuBLASLt of a CUDA major version newer than the driver runs are passed over (their kernels
+//! would not load), so a CUDA 12 driver takes CUDA 12 libraries where 13 is also installed.
 
 use libloading::Library;
 use std::path::{Path, PathBuf};
@@ -16,7 +18,7 @@ struct Wanted {
     names: &'static [&'static str],
 }
 
-/// In load order: each library's dependencies come before it.
+/// In load order: each library's dependencies come before it, the driver first.
 const WANTED: &[Wanted] = &[
     Wanted {
         what: "the CUDA driver (libcuda)",
@@ -151,8 +153,19 @@ pub fn load() -> Result<&'static [String], String> {
 
 fn load_all(dirs: &SearchDirs) -> Result<Loaded, String> {
     let (mut libs, mut files) = (Vec::new(), Vec::new());
+    // The CUDA version the driver (the first library) runs, once it is loaded.
+    let mut driver: Option<u32> = None;
     for wanted in WANTED {
-        let (lib, file) = match find(wanted.names, dirs) {
+        let names = runnable(wanted.names, driver);
+        let passed_over = match driver {
+            Some(v) if names.len() < wanted.names.len() => format!(
+                " (newer versions were passed over: the driver runs CUDA {}.{} at most)",
+                v / 1000,
+                v % 1000 / 10
+            ),
+            _ => String::new(),
+        };
+        let (lib, file) = match find(&names, dirs) {
             Some(path) => {
                 if wanted.what == "NVRTC" {
                     libs.extend(nvrtc_builtins(&path));
@@ -163,23 +176,55 @@ fn load_all(dirs: &SearchDirs) -> Result<Loaded, String> {
                 (lib, path.display().to_string())
             }
             // Last, the dynamic loader's own path (ld.so.conf, LD_LIBRARY_PATH).
-            None => wanted
-                .names
+            None => names
                 .iter()
                 .find_map(|&n| unsafe { Library::new(n) }.ok().map(|l| (l, n.to_string())))
                 .ok_or_else(|| {
                     format!(
                         "{} not found: no GPU driver or CUDA libraries on this machine? Tried {:?} \
                          in ${LIB_DIR_ENV}, the CUDA toolkit, the driver's directories and Python's \
-                         site-packages/nvidia/*/lib",
-                        wanted.what, wanted.names
+                         site-packages/nvidia/*/lib{passed_over}",
+                        wanted.what, names
                     )
                 })?,
         };
+        if files.is_empty() {
+            driver = driver_version(&lib);
+        }
         libs.push(lib);
         files.push(file);
     }
     Ok(Loaded { _libs: libs, files })
+}
+
+/// `cuDriverGetVersion` (e.g. 12040 for CUDA 12.4), if `driver` answers it.
+fn driver_version(driver: &Library) -> Option<u32> {
+    type GetVersion = unsafe extern "C" fn(*mut i32) -> i32;
+    // SAFETY: the driver API's signature; the call needs no initialisation.
+    let version = unsafe {
+        let f = driver.get::<GetVersion>(b"cuDriverGetVersion\0").ok()?;
+        let mut v = 0;
+        (f(&mut v) == 0).then_some(v)?
+    };
+    u32::try_from(version).ok()
+}
+
+/// `names` less the major versions newer than the driver runs (a CUDA 13 NVRTC's kernels and
+/// cuBLASLt need a CUDA 13 driver), so a CUDA 12 driver takes the CUDA 12 libraries where both
+/// are installed. Unversioned names stay; all stay where the driver's version is not known.
+fn runnable<'a>(names: &[&'a str], driver: Option<u32>) -> Vec<&'a str> {
+    let major = |name: &str| {
+        name.rsplit_once(".so.")
+            .and_then(|(_, v)| v.parse::<u32>().ok())
+    };
+    names
+        .iter()
+        .copied()
+        .filter(|n| match (major(n), driver) {
+            (Some(m), Some(v)) => m <= v / 1000,
+            _ => true,
+        })
+        .collect()
 }
 
 /// NVRTC opens its `libnvrtc-builtins` by name at the first compile; loading it from NVRTC's own
@@ -222,6 +267,22 @@ mod tests {
             .iter()
             .position(|d| d == Path::new("/usr/local/nvidia/lib64"));
         assert!(toolkit < driver);
+    }
+
+    #[test]
+    fn libraries_newer_than_the_driver_are_passed_over() {
+        let names = ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"];
+        assert_eq!(
+            runnable(&names, Some(12040)),
+            ["libnvrtc.so.12", "libnvrtc.so"]
+        );
+        assert_eq!(runnable(&names, Some(13000)), names);
+        assert_eq!(runnable(&names, None), names);
+        assert_eq!(
+            runnable(&["libcuda.so.1", "libcuda.so"], Some(12040)).len(),
+            2
+        );
+        assert!(runnable(&["libx.so.13"], Some(12090)).is_empty());
     }
 
     #[test]
