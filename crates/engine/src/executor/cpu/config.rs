@@ -46,7 +46,6 @@ pub struct ModelConfig {
     pub rope_theta: f32,
     pub rope_style: RopeStyle,
     pub rope_scaling: Option<Llama3Scaling>,
-    pub context_length: usize,
     pub tie_embeddings: bool,
     pub qkv_bias: bool,
     pub qk_norm: bool,
@@ -128,7 +127,6 @@ impl ModelConfig {
                 RopeStyle::Neox
             },
             rope_scaling,
-            context_length: int("context_length")?,
             tie_embeddings: gguf.tensor("output.weight").is_none(),
             qkv_bias: gguf.tensor("blk.0.attn_q.bias").is_some(),
             qk_norm: gguf.tensor("blk.0.attn_q_norm.weight").is_some(),
@@ -214,7 +212,6 @@ impl ModelConfig {
             rope_theta,
             rope_style: RopeStyle::Neox,
             rope_scaling,
-            context_length: int("max_position_embeddings").unwrap_or(4096),
             tie_embeddings: config
                 .get("tie_word_embeddings")
                 .and_then(Value::as_bool)
