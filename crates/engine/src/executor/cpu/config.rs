@@ -23,6 +23,25 @@ pub enum RopeStyle {
     Interleaved,
 }
 
+/// How a long-context model stretches its RoPE frequencies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RopeScaling {
+    /// Llama 3.1's: by wavelength, low frequencies divided by `factor`, high ones kept.
+    Llama3(Llama3Scaling),
+    /// Every frequency divided by `factor` (position interpolation).
+    Linear { factor: f32 },
+}
+
+impl RopeScaling {
+    /// Scaled `inv_freq` (one RoPE frequency).
+    fn apply(self, inv_freq: f64) -> f64 {
+        match self {
+            RopeScaling::Llama3(s) => llama3_scale(inv_freq, s),
+            RopeScaling::Linear { factor } => inv_freq / factor as f64,
+        }
+    }
+}
+
 /// Llama 3.1's frequency-dependent RoPE scaling.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Llama3Scaling {
@@ -45,7 +64,7 @@ pub struct ModelConfig {
     pub rms_eps: f32,
     pub rope_theta: f32,
     pub rope_style: RopeStyle,
-    pub rope_scaling: Option<Llama3Scaling>,
+    pub rope_scaling: Option<RopeScaling>,
     pub tie_embeddings: bool,
     pub qkv_bias: bool,
     pub qk_norm: bool,
@@ -99,13 +118,18 @@ impl ModelConfig {
                 .ok_or("GGUF metadata lacks the vocabulary")?,
         };
         let rope_scaling = match gguf.get_str(&key("rope.scaling.type")) {
-            Some("llama3") => Some(Llama3Scaling {
+            Some("llama3") => Some(RopeScaling::Llama3(Llama3Scaling {
                 factor: float("rope.scaling.factor").unwrap_or(8.0),
                 low_freq_factor: float("rope.scaling.low_freq_factor").unwrap_or(1.0),
                 high_freq_factor: float("rope.scaling.high_freq_factor").unwrap_or(4.0),
                 original_context: float("rope.scaling.original_context_length").unwrap_or(8192.0),
+            })),
+            Some("linear") => Some(RopeScaling::Linear {
+                factor: float("rope.scaling.factor")
+                    .ok_or("linear RoPE scaling without a factor")?,
             }),
-            _ => None,
+            None | Some("none") => None,
+            Some(other) => return Err(format!("unsupported rope.scaling.type `{other}`")),
         };
         let config = Self {
             arch,
@@ -188,11 +212,18 @@ impl ModelConfig {
                 let num =
                     |k: &str, d: f32| s.get(k).and_then(Value::as_f64).map_or(d, |v| v as f32);
                 match kind {
-                    "llama3" => Some(Llama3Scaling {
+                    "llama3" => Some(RopeScaling::Llama3(Llama3Scaling {
                         factor: num("factor", 8.0),
                         low_freq_factor: num("low_freq_factor", 1.0),
                         high_freq_factor: num("high_freq_factor", 4.0),
                         original_context: num("original_max_position_embeddings", 8192.0),
+                    })),
+                    "linear" => Some(RopeScaling::Linear {
+                        factor: s
+                            .get("factor")
+                            .and_then(Value::as_f64)
+                            .ok_or("linear rope_scaling without a factor")?
+                            as f32,
                     }),
                     "default" | "" => None,
                     other => return Err(format!("unsupported rope_scaling type `{other}`")),
@@ -257,23 +288,20 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// RoPE inverse frequencies, one per dimension pair, with Llama 3.1 scaling applied.
+    /// RoPE inverse frequencies, one per dimension pair, with the model's scaling applied.
     pub fn inv_freq(&self) -> Vec<f32> {
         let d = self.head_dim as f64;
         (0..self.head_dim / 2)
             .map(|i| {
                 let base = (self.rope_theta as f64).powf(-(2.0 * i as f64) / d);
-                match self.rope_scaling {
-                    None => base as f32,
-                    Some(s) => llama3_scale(base, s) as f32,
-                }
+                self.rope_scaling.map_or(base, |s| s.apply(base)) as f32
             })
             .collect()
     }
 }
 
 impl ModelConfig {
-    /// What Llama 3.1 scaling divides each RoPE frequency by (all 1 without scaling).
+    /// What the model's scaling divides each RoPE frequency by (all 1 without scaling).
     pub fn rope_divisors(&self) -> Vec<f32> {
         let d = self.head_dim as f64;
         (0..self.head_dim / 2)
@@ -281,7 +309,7 @@ impl ModelConfig {
                 None => 1.0,
                 Some(s) => {
                     let base = (self.rope_theta as f64).powf(-(2.0 * i as f64) / d);
-                    (base / llama3_scale(base, s)) as f32
+                    (base / s.apply(base)) as f32
                 }
             })
             .collect()
@@ -324,10 +352,73 @@ mod tests {
         });
         let c = ModelConfig::from_hf(&config).unwrap();
         assert_eq!(c.rope_theta, 500_000.0);
-        assert_eq!(c.rope_scaling.map(|s| s.factor), Some(8.0));
+        assert!(matches!(c.rope_scaling, Some(RopeScaling::Llama3(s)) if s.factor == 8.0));
         let mut plain = config.clone();
         plain["rope_parameters"] = serde_json::json!({"rope_type": "default", "rope_theta": 1e6});
         let c = ModelConfig::from_hf(&plain).unwrap();
         assert_eq!((c.rope_theta, c.rope_scaling), (1e6, None));
+    }
+
+    fn hf_with_scaling(scaling: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 128, "vocab_size": 10,
+            "rope_theta": 10000.0, "rope_scaling": scaling
+        })
+    }
+
+    #[test]
+    fn linear_rope_scaling_divides_every_frequency() {
+        let linear = hf_with_scaling(serde_json::json!({"type": "linear", "factor": 4.0}));
+        let c = ModelConfig::from_hf(&linear).unwrap();
+        let plain = ModelConfig::from_hf(&hf_with_scaling(serde_json::Value::Null)).unwrap();
+        for (scaled, base) in c.inv_freq().iter().zip(plain.inv_freq()) {
+            assert!(
+                (scaled - base / 4.0).abs() <= 1e-7 * base,
+                "{scaled} {base}"
+            );
+        }
+        assert!(c.rope_divisors().iter().all(|&d| (d - 4.0).abs() < 1e-5));
+        let no_factor = hf_with_scaling(serde_json::json!({"rope_type": "linear"}));
+        assert!(ModelConfig::from_hf(&no_factor).is_err());
+        let yarn = hf_with_scaling(serde_json::json!({"rope_type": "yarn", "factor": 4.0}));
+        let err = ModelConfig::from_hf(&yarn).unwrap_err();
+        assert!(err.contains("yarn"), "{err}");
+    }
+
+    #[test]
+    fn gguf_rope_scaling_is_read_or_refused() {
+        use turbine_tokens::{GgufFile, GgufValue, GgufWriter};
+        let dir = std::env::temp_dir().join(format!("turbine-rope-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let load = |kind: Option<&str>| {
+            let mut w = GgufWriter::new();
+            w.add("general.architecture", GgufValue::String("llama".into()));
+            for (k, v) in [
+                ("embedding_length", 64),
+                ("block_count", 1),
+                ("attention.head_count", 2),
+                ("feed_forward_length", 128),
+                ("vocab_size", 10),
+            ] {
+                w.add(format!("llama.{k}"), GgufValue::U32(v));
+            }
+            if let Some(kind) = kind {
+                w.add("llama.rope.scaling.type", GgufValue::String(kind.into()));
+                w.add("llama.rope.scaling.factor", GgufValue::F32(2.0));
+            }
+            let path = dir.join("m.gguf");
+            w.write(&path).unwrap();
+            ModelConfig::from_gguf(&GgufFile::open(&path).unwrap())
+        };
+        assert_eq!(load(None).unwrap().rope_scaling, None);
+        assert_eq!(load(Some("none")).unwrap().rope_scaling, None);
+        assert_eq!(
+            load(Some("linear")).unwrap().rope_scaling,
+            Some(RopeScaling::Linear { factor: 2.0 })
+        );
+        let err = load(Some("yarn")).unwrap_err();
+        assert!(err.contains("yarn"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
