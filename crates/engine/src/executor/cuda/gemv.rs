@@ -135,8 +135,8 @@ impl Gemv {
     /// Loads the kernels where they can run: sm_90 or later (bulk copies), projection widths
     /// that are multiples of 16 rows and inputs that are multiples of 32 columns; for as many
     /// tokens (at most `layout.tokens`) as fit their normalized input rows in a block's shared
-    /// memory beside each kernel's stage ring and static shared memory. None where they cannot: the forward pass then
-    /// uses cuBLASLt.
+    /// memory beside each kernel's stage ring and static shared memory. None where they cannot:
+    /// the forward pass then uses cuBLASLt.
     pub fn load(
         gpu: &Gpu,
         function: impl Fn(&str) -> GpuResult<CUfunction>,

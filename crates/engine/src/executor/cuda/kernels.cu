@@ -189,6 +189,10 @@ __device__ float block_reduce(float v, Op op, float identity) {
 
 __device__ float block_sum(float v) { return block_reduce(v, add, 0.0f); }
 
+__device__ float block_max(float v) {
+    return block_reduce(v, [](float a, float b) { return fmaxf(a, b); }, NEG_INF);
+}
+
 // x[t] = table[tokens[t]] (the f32 residual stream). Grid: tokens.
 extern "C" __global__ void embed(const int* tokens, const bf16* table, float* x, int hidden) {
     TIMELINE_SCOPE;
@@ -414,8 +418,6 @@ decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache, const 
     }
 }
 
-__device__ __forceinline__ float max_op(float a, float b) { return fmaxf(a, b); }
-
 // Splits a `decode_merge` block weighs at a time (its shared memory).
 #define MERGE_CHUNK 256
 
@@ -439,7 +441,7 @@ extern "C" __global__ void decode_merge(const float* part_acc, const float* part
     const float* acc = part_acc + ((size_t)item * heads + h) * splits * HEAD_DIM + d;
     float mm = NEG_INF;
     for (int s = d; s < used; s += HEAD_DIM) mm = fmaxf(mm, ml[2 * s]);
-    mm = block_reduce(mm, max_op, NEG_INF);
+    mm = block_max(mm);
     float ll = 0.0f, aa = 0.0f;
     for (int s0 = 0; s0 < used; s0 += MERGE_CHUNK) {
         int n = min(MERGE_CHUNK, used - s0);

@@ -14,10 +14,6 @@
 // Bisection steps: enough to close the gap between two adjacent floats.
 #define BISECT 40
 
-__device__ float block_max(float v) {
-    return block_reduce(v, [](float a, float b) { return fmaxf(a, b); }, NEG_INF);
-}
-
 // The lowest index of the block whose `v` equals `best`.
 __device__ int block_first_index(float v, int index, float best) {
     __shared__ int first;
