@@ -3,12 +3,18 @@
 
 #![allow(dead_code)] // each test file uses a different part of this module
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::future::Future;
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// How long a server may take to listen, and how many times one is started before giving up.
+const LISTEN: Duration = Duration::from_secs(30);
+const STARTS: usize = 3;
 
 /// A binary named by `env`, else `$TURBINE_CACHE/bin/NAME`; panics with the fix when missing.
 fn binary(env: &str, name: &str) -> PathBuf {
@@ -27,10 +33,21 @@ fn binary(env: &str, name: &str) -> PathBuf {
     path
 }
 
-/// A port nothing listens on now (the servers cannot take port 0 and report theirs).
+/// Ports this process has handed out: the kernel may give a released port again, and two
+/// servers of one test binary must never be told the same one.
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// A port nothing listens on now and this process has not handed out before (the servers
+/// cannot take port 0 and report theirs).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
+    for _ in 0..1000 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let port = listener.local_addr().expect("local address").port();
+        if HANDED_OUT.lock().expect("ports").insert(port) {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 1000 tries");
 }
 
 /// A fresh directory under the system's temp dir, removed by [`Service`]'s drop.
@@ -90,20 +107,43 @@ impl Service {
         })
     }
 
+    /// Starts a server on fresh ports; when it exits before listening (a port taken meanwhile
+    /// by another process), tries again on others.
     fn start(command: fn(&Service) -> Command) -> Service {
-        let mut service = Service {
-            command,
-            child: None,
-            dir: temp_dir("service"),
-            port: free_port(),
-            peer_port: free_port(),
-        };
-        service.restart();
-        service
+        let mut failures = Vec::new();
+        for _ in 0..STARTS {
+            let mut service = Service {
+                command,
+                child: None,
+                dir: temp_dir("service"),
+                port: free_port(),
+                peer_port: free_port(),
+            };
+            match service.spawn_and_listen() {
+                Ok(()) => return service,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!("the server did not start: {}", failures.join("\n"));
     }
 
-    /// Starts the process (again), its output appended to `DIR/log`.
+    /// Starts the process again on the same ports and directory, once it listens; a port can be
+    /// briefly held by someone else, so it tries a few times before panicking with the log.
     pub fn restart(&mut self) {
+        let mut failures = Vec::new();
+        for _ in 0..STARTS {
+            match self.spawn_and_listen() {
+                Ok(()) => return,
+                Err(why) => failures.push(why),
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("the server did not restart: {}", failures.join("\n"));
+    }
+
+    /// Spawns the process, its output appended to `DIR/log`, and waits until its port accepts
+    /// connections; on failure the process is gone and the error carries the log's end.
+    fn spawn_and_listen(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "already running");
         let log = File::options()
             .create(true)
@@ -116,6 +156,39 @@ impl Service {
             .spawn()
             .expect("spawn the server");
         self.child = Some(child);
+        let outcome = self.wait_listening();
+        if outcome.is_err() {
+            self.kill();
+        }
+        outcome.map_err(|why| format!("{why}; its log ends:\n{}", self.log_tail()))
+    }
+
+    fn wait_listening(&mut self) -> Result<(), String> {
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let start = Instant::now();
+        while start.elapsed() < LISTEN {
+            let child = self.child.as_mut().expect("spawned");
+            if let Some(status) = child.try_wait().expect("poll the server") {
+                return Err(format!("port {}: it exited ({status})", self.port));
+            }
+            if let Ok(stream) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) {
+                // With nothing listening, a connection from the same ephemeral port meets itself.
+                if stream.local_addr().map(|own| own.port()).ok() != Some(self.port) {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!(
+            "port {}: not listening within {LISTEN:?}",
+            self.port
+        ))
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     /// `kill -9` and wait for the process to be gone.
