@@ -41,6 +41,26 @@ impl Drop for DeviceBuffer {
     }
 }
 
+/// The oldest CUDA version the driver may run: kernels are launched with `cuLaunchKernelEx`.
+const OLDEST_DRIVER: u32 = 12000;
+
+/// Refuses a driver older than [`OLDEST_DRIVER`] (one that did not say its version may try).
+fn new_enough(driver: Option<u32>) -> GpuResult<()> {
+    match driver {
+        Some(v) if v < OLDEST_DRIVER => Err(format!(
+            "the GPU driver runs CUDA {}.{}; the CUDA executor needs CUDA 12.0 or later \
+             (driver 525 or newer)",
+            v / 1000,
+            v % 1000 / 10
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// From this CUDA version on, a graph keeps the programmatic edges of PDL launches captured into
+/// it, and `cuGraphGetEdges_v2` (which counts them) exists.
+const GRAPH_PDL_DRIVER: u32 = 12030;
+
 /// cuBLASLt's workspace, passed to every GEMM so that GEMMs never allocate (a condition of
 /// capturing them in a CUDA graph); Hopper's default size.
 pub const BLAS_WORKSPACE: usize = 32 << 20;
@@ -56,6 +76,8 @@ pub struct Gpu {
     pub name: String,
     /// The CUDA library files loaded (driver, NVRTC, cuBLASLt; `libs::load`).
     pub libraries: &'static [String],
+    /// The CUDA version the driver runs (e.g. 12040 for 12.4), where it said.
+    pub driver: Option<u32>,
     pub arch: (i32, i32),
     pub sms: u32,
     /// Most dynamic shared memory one block may opt into, in bytes.
@@ -69,7 +91,8 @@ unsafe impl Send for Gpu {}
 impl Gpu {
     /// Opens GPU `ordinal`, or says why not (no driver, no GPU, libraries missing).
     pub fn open(ordinal: usize) -> GpuResult<Self> {
-        let libraries = libs::load()?;
+        let loaded = libs::load()?;
+        new_enough(loaded.driver)?;
         check("cuInit", result::init())?;
         let count = result::device::get_count().map_err(|e| format!("cuDeviceGetCount: {e:?}"))?;
         if ordinal >= count.max(0) as usize {
@@ -107,7 +130,8 @@ impl Gpu {
             stream,
             pdl: Cell::new(arch.0 >= 9),
             name,
-            libraries,
+            libraries: &loaded.files,
+            driver: loaded.driver,
             arch,
             sms,
             max_shared,
@@ -298,6 +322,12 @@ impl Gpu {
         self.pdl.set(on && self.arch.0 >= 9);
     }
 
+    /// Whether CUDA graphs can hold PDL launches (the driver runs CUDA 12.3 or later, or did not
+    /// say which it runs).
+    pub fn graphs_keep_pdl(&self) -> bool {
+        self.driver.is_none_or(|v| v >= GRAPH_PDL_DRIVER)
+    }
+
     /// Static shared memory `f` declares, in bytes: what a launch's dynamic shared memory must
     /// leave room for.
     pub fn static_shared(&self, f: cu::CUfunction) -> GpuResult<u32> {
@@ -374,4 +404,21 @@ impl Drop for Gpu {
 /// A pointer to one kernel argument, for `Gpu::launch`.
 pub fn arg<T>(value: &T) -> *mut c_void {
     value as *const T as *mut c_void
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drivers_older_than_cuda_12_are_refused_clearly() {
+        let error = new_enough(Some(11080)).expect_err("CUDA 11.8 refused");
+        assert!(
+            error.contains("CUDA 11.8") && error.contains("12.0"),
+            "{error}"
+        );
+        assert!(new_enough(Some(12000)).is_ok());
+        assert!(new_enough(Some(13000)).is_ok());
+        assert!(new_enough(None).is_ok());
+    }
 }

@@ -1,6 +1,7 @@
 //! CUDA graphs on the executor's stream: what a closure launches is captured, instantiated and
 //! later replayed with one launch. Kernels launched as programmatic dependents are captured with
-//! programmatic edges (CUDA 12.3 and later), which keep the overlap of PDL inside the graph.
+//! programmatic edges (CUDA 12.3 and later), which keep the overlap of PDL inside the graph; with
+//! an older driver, graphs are captured without PDL (`Gpu::graphs_keep_pdl`).
 
 use super::device::{Gpu, GpuResult};
 use cudarc::driver::sys::{self as cu, CUgraph, CUgraphExec};
@@ -8,9 +9,10 @@ use cudarc::driver::sys::{self as cu, CUgraph, CUgraphExec};
 /// An instantiated graph, destroyed on drop.
 pub struct Graph {
     exec: CUgraphExec,
-    /// Kernel and copy nodes, and how many edges are programmatic (PDL kept in the graph).
+    /// Kernel and copy nodes, and how many edges are programmatic (PDL kept in the graph), where
+    /// the driver can count them (CUDA 12.3 and later).
     pub nodes: usize,
-    pub programmatic_edges: usize,
+    pub programmatic_edges: Option<usize>,
 }
 
 // SAFETY: used by one thread at a time (through the executor's `&mut`), with its context bound.
@@ -39,7 +41,11 @@ impl Graph {
         let graph = Owned(graph);
         worked?;
         ended?;
-        let (nodes, programmatic_edges) = graph.count()?;
+        let nodes = graph.nodes()?;
+        let programmatic_edges = match gpu.graphs_keep_pdl() {
+            true => Some(graph.programmatic_edges()?),
+            false => None,
+        };
         let mut exec: CUgraphExec = std::ptr::null_mut();
         // SAFETY: a complete graph from the capture.
         check("cuGraphInstantiate", unsafe {
@@ -72,22 +78,23 @@ impl Drop for Graph {
 struct Owned(CUgraph);
 
 impl Owned {
-    /// (nodes, programmatic edges).
-    fn count(&self) -> GpuResult<(usize, usize)> {
-        let (mut nodes, mut edges) = (0usize, 0usize);
-        let null = std::ptr::null_mut();
-        // SAFETY: size queries on a valid graph.
-        unsafe {
-            check(
-                "cuGraphGetNodes",
-                cu::cuGraphGetNodes(self.0, null, &mut nodes),
-            )?;
-            let no_data = std::ptr::null_mut();
-            check(
-                "cuGraphGetEdges",
-                cu::cuGraphGetEdges_v2(self.0, null, null, no_data, &mut edges),
-            )?;
-        }
+    fn nodes(&self) -> GpuResult<usize> {
+        let mut nodes = 0usize;
+        // SAFETY: a size query on a valid graph.
+        check("cuGraphGetNodes", unsafe {
+            cu::cuGraphGetNodes(self.0, std::ptr::null_mut(), &mut nodes)
+        })?;
+        Ok(nodes)
+    }
+
+    /// How many edges are programmatic (needs a CUDA 12.3 driver: `cuGraphGetEdges_v2`).
+    fn programmatic_edges(&self) -> GpuResult<usize> {
+        let mut edges = 0usize;
+        let (null, no_data) = (std::ptr::null_mut(), std::ptr::null_mut());
+        // SAFETY: a size query on a valid graph.
+        check("cuGraphGetEdges", unsafe {
+            cu::cuGraphGetEdges_v2(self.0, null, null, no_data, &mut edges)
+        })?;
         let mut from = vec![std::ptr::null_mut(); edges];
         let mut to = vec![std::ptr::null_mut(); edges];
         // SAFETY: all-zero is a valid edge (plain bytes).
@@ -107,7 +114,7 @@ impl Owned {
             .iter()
             .filter(|d| d.type_ == programmatic)
             .count();
-        Ok((nodes, n))
+        Ok(n)
     }
 }
 

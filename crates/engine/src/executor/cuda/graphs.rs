@@ -192,7 +192,7 @@ impl DecodeGraphs {
     }
 
     /// Captures the step with kernels launched as programmatic dependents (PDL edges in the
-    /// graph), or without them where the driver cannot capture those.
+    /// graph), or without them where the driver is older than CUDA 12.3 or fails to capture them.
     fn capture(
         &mut self,
         model: &Model<'_>,
@@ -202,15 +202,25 @@ impl DecodeGraphs {
         let gpu = model.gpu;
         let (free, _) = gpu.memory()?;
         let scratch = &mut self.scratch;
-        let graph = match Graph::capture(gpu, || step(model, cache, plan, scratch)) {
-            Err(e) if gpu.pdl() => {
-                tracing::warn!("capture with programmatic dependent launch failed ({e}); without");
-                gpu.set_pdl(false);
-                let graph = Graph::capture(gpu, || step(model, cache, plan, scratch));
-                gpu.set_pdl(true);
-                graph?
+        let without_pdl = |scratch: &mut Scratch| {
+            let pdl = gpu.pdl();
+            gpu.set_pdl(false);
+            let graph = Graph::capture(gpu, || step(model, cache, plan, scratch));
+            gpu.set_pdl(pdl);
+            graph
+        };
+        let graph = if !gpu.graphs_keep_pdl() {
+            without_pdl(scratch)?
+        } else {
+            match Graph::capture(gpu, || step(model, cache, plan, scratch)) {
+                Err(e) if gpu.pdl() => {
+                    tracing::warn!(
+                        "capture with programmatic dependent launch failed ({e}); without"
+                    );
+                    without_pdl(scratch)?
+                }
+                other => other?,
             }
-            other => other?,
         };
         let (after, _) = gpu.memory()?;
         tracing::info!(

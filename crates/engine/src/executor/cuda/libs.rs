@@ -135,18 +135,20 @@ pub fn find(names: &[&str], dirs: &SearchDirs) -> Option<PathBuf> {
 
 /// The loaded libraries, kept open for the process's life, and what was loaded, in order: a
 /// file's path, or a bare name where the dynamic loader's own path found it.
-struct Loaded {
+pub struct Loaded {
     _libs: Vec<Library>,
-    files: Vec<String>,
+    pub files: Vec<String>,
+    /// The CUDA version the driver runs (`cuDriverGetVersion`, e.g. 12040 for 12.4), if it said.
+    pub driver: Option<u32>,
 }
 
 /// Loads the driver, NVRTC and cuBLASLt once per process and says which files were loaded;
 /// later calls return the first call's outcome. The error names the library and the places
 /// searched.
-pub fn load() -> Result<&'static [String], String> {
+pub fn load() -> Result<&'static Loaded, String> {
     static LOADED: OnceLock<Result<Loaded, String>> = OnceLock::new();
     match LOADED.get_or_init(|| load_all(&search_dirs(|k| std::env::var(k).ok()))) {
-        Ok(loaded) => Ok(&loaded.files),
+        Ok(loaded) => Ok(loaded),
         Err(e) => Err(e.clone()),
     }
 }
@@ -194,7 +196,11 @@ fn load_all(dirs: &SearchDirs) -> Result<Loaded, String> {
         libs.push(lib);
         files.push(file);
     }
-    Ok(Loaded { _libs: libs, files })
+    Ok(Loaded {
+        _libs: libs,
+        files,
+        driver,
+    })
 }
 
 /// `cuDriverGetVersion` (e.g. 12040 for CUDA 12.4), if `driver` answers it.
