@@ -5,7 +5,10 @@
 #   $TURBINE_CACHE/fixtures/llama-vocab/                      llama.cpp's vocab-only GGUFs with reference
 #                                                             ids (ggml-vocab-*.gguf{,.inp,.out}, from the
 #                                                             PyPI sdist of llama-cpp-python)
-# Usage: scripts/fixtures.sh [model|tokenizers|vocabs|all]   (default: all)
+#   $TURBINE_CACHE/nvrtc/cuda{12,13}/                         NVRTC of the oldest CUDA 12 and 13 releases
+#                                                             (PyPI wheels; it compiles on the CPU): the
+#                                                             CUDA kernels are compiled with both in tests
+# Usage: scripts/fixtures.sh [model|tokenizers|vocabs|nvrtc|all]   (default: all)
 set -euo pipefail
 CACHE="${TURBINE_CACHE:-$HOME/.cache/turbine}"
 what="${1:-all}"
@@ -68,10 +71,27 @@ fetch_vocabs() {
   echo "fixtures: llama.cpp vocabs in $dir" >&2
 }
 
+fetch_nvrtc() {
+  local venv="$CACHE/venv" major spec dir
+  for spec in "12 nvidia-cuda-nvrtc-cu12==12.0.140" "13 nvidia-cuda-nvrtc==13.0.88"; do
+    major="${spec%% *}"
+    dir="$CACHE/nvrtc/cuda$major"
+    [ -e "$dir/.complete" ] && continue
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    echo "fixtures: installing ${spec#* } (NVRTC for the kernel compile tests)" >&2
+    rm -rf "$dir"
+    "$venv/bin/python" -m pip install -q --no-deps --target "$dir" "${spec#* }" >&2
+    # The .alt variants are the same compiler built another way; the tests use the plain one.
+    find "$dir" -name '*.alt.so*' -delete
+    touch "$dir/.complete"
+  done
+}
+
 case "$what" in
   model) fetch_model ;;
   tokenizers) fetch_tokenizers ;;
   vocabs) fetch_vocabs ;;
-  all) fetch_model; fetch_tokenizers; fetch_vocabs ;;
-  *) echo "usage: $0 [model|tokenizers|vocabs|all]" >&2; exit 2 ;;
+  nvrtc) fetch_nvrtc ;;
+  all) fetch_model; fetch_tokenizers; fetch_vocabs; fetch_nvrtc ;;
+  *) echo "usage: $0 [model|tokenizers|vocabs|nvrtc|all]" >&2; exit 2 ;;
 esac

@@ -2,7 +2,8 @@
 //! milliseconds. The cache key covers everything that changes the output: the source, the
 //! options (the model's shape is passed as defines), NVRTC's version and the GPU's architecture.
 
-use cudarc::nvrtc::sys;
+use super::symbols::Nvrtc;
+use cudarc::nvrtc::sys::nvrtcProgram;
 use std::ffi::{CString, c_char, c_int};
 use std::path::{Path, PathBuf};
 
@@ -10,19 +11,21 @@ use std::path::{Path, PathBuf};
 pub const CACHE_DIR_ENV: &str = "TURBINE_CUDA_CACHE";
 
 pub struct Compiler {
+    nvrtc: &'static Nvrtc,
     version: (i32, i32),
     cache: Option<PathBuf>,
 }
 
 impl Compiler {
-    /// NVRTC must be loaded already (see `libs::load`).
-    pub fn new() -> Result<Self, String> {
+    /// A compiler through `nvrtc` (see `libs`).
+    pub fn new(nvrtc: &'static Nvrtc) -> Result<Self, String> {
         let (mut major, mut minor): (c_int, c_int) = (0, 0);
         // SAFETY: plain out-parameters.
-        unsafe { sys::nvrtcVersion(&mut major, &mut minor) }
+        unsafe { (nvrtc.version)(&mut major, &mut minor) }
             .result()
             .map_err(|e| format!("nvrtcVersion: {e}"))?;
         Ok(Self {
+            nvrtc,
             version: (major, minor),
             cache: cache_dir(|k| std::env::var(k).ok()),
         })
@@ -59,7 +62,7 @@ impl Compiler {
         if let Some(bytes) = path.as_ref().and_then(|p| std::fs::read(p).ok()) {
             return Ok(bytes);
         }
-        let cubin = compile(source, &options)?;
+        let cubin = compile(self.nvrtc, source, &options)?;
         if let Some(path) = path
             && let Err(err) = write_atomically(&path, &cubin)
         {
@@ -102,17 +105,17 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(tmp, path)
 }
 
-fn compile(source: &str, options: &[String]) -> Result<Vec<u8>, String> {
+fn compile(nvrtc: &Nvrtc, source: &str, options: &[String]) -> Result<Vec<u8>, String> {
     let src = CString::new(source).map_err(|e| e.to_string())?;
     let opts: Vec<CString> = options
         .iter()
         .map(|o| CString::new(o.as_str()).map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
     let opt_ptrs: Vec<*const c_char> = opts.iter().map(|o| o.as_ptr()).collect();
-    let mut prog: sys::nvrtcProgram = std::ptr::null_mut();
+    let mut prog: nvrtcProgram = std::ptr::null_mut();
     // SAFETY: `src`, `opts` outlive the program, which is destroyed before returning.
     unsafe {
-        sys::nvrtcCreateProgram(
+        (nvrtc.create_program)(
             &mut prog,
             src.as_ptr(),
             c"kernels.cu".as_ptr(),
@@ -122,25 +125,25 @@ fn compile(source: &str, options: &[String]) -> Result<Vec<u8>, String> {
         )
         .result()
         .map_err(|e| format!("nvrtcCreateProgram: {e}"))?;
-        let compiled = sys::nvrtcCompileProgram(prog, opt_ptrs.len() as c_int, opt_ptrs.as_ptr());
+        let compiled = (nvrtc.compile_program)(prog, opt_ptrs.len() as c_int, opt_ptrs.as_ptr());
         let result = match compiled.result() {
-            Ok(()) => cubin_of(prog),
-            Err(e) => Err(format!("NVRTC failed ({e}):\n{}", log_of(prog))),
+            Ok(()) => cubin_of(nvrtc, prog),
+            Err(e) => Err(format!("NVRTC failed ({e}):\n{}", log_of(nvrtc, prog))),
         };
-        let _ = sys::nvrtcDestroyProgram(&mut prog);
+        let _ = (nvrtc.destroy_program)(&mut prog);
         result
     }
 }
 
 /// # Safety
 /// `prog` is a compiled program.
-unsafe fn cubin_of(prog: sys::nvrtcProgram) -> Result<Vec<u8>, String> {
+unsafe fn cubin_of(nvrtc: &Nvrtc, prog: nvrtcProgram) -> Result<Vec<u8>, String> {
     let mut size = 0usize;
-    unsafe { sys::nvrtcGetCUBINSize(prog, &mut size) }
+    unsafe { (nvrtc.cubin_size)(prog, &mut size) }
         .result()
         .map_err(|e| format!("nvrtcGetCUBINSize: {e}"))?;
     let mut cubin = vec![0u8; size];
-    unsafe { sys::nvrtcGetCUBIN(prog, cubin.as_mut_ptr().cast()) }
+    unsafe { (nvrtc.cubin)(prog, cubin.as_mut_ptr().cast()) }
         .result()
         .map_err(|e| format!("nvrtcGetCUBIN: {e}"))?;
     Ok(cubin)
@@ -148,16 +151,16 @@ unsafe fn cubin_of(prog: sys::nvrtcProgram) -> Result<Vec<u8>, String> {
 
 /// # Safety
 /// `prog` is a program that NVRTC tried to compile.
-unsafe fn log_of(prog: sys::nvrtcProgram) -> String {
+unsafe fn log_of(nvrtc: &Nvrtc, prog: nvrtcProgram) -> String {
     let mut size = 0usize;
-    if unsafe { sys::nvrtcGetProgramLogSize(prog, &mut size) }
+    if unsafe { (nvrtc.program_log_size)(prog, &mut size) }
         .result()
         .is_err()
     {
         return String::new();
     }
     let mut log = vec![0u8; size];
-    if unsafe { sys::nvrtcGetProgramLog(prog, log.as_mut_ptr().cast()) }
+    if unsafe { (nvrtc.program_log)(prog, log.as_mut_ptr().cast()) }
         .result()
         .is_err()
     {
@@ -170,7 +173,67 @@ unsafe fn log_of(prog: sys::nvrtcProgram) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::gemv::GemvLayout;
+    use super::super::kernels::{SOURCE, defines};
+    use super::super::libs::{SearchDirs, open_nvrtc};
+    use super::super::prefill::PrefillLayout;
     use super::*;
+
+    /// NVRTC of CUDA `major` from `scripts/fixtures.sh nvrtc` (pip wheels: it runs on the CPU),
+    /// looked up as the executor does, and a compiler through it that keeps nothing on disk.
+    fn compiler(major: i32, lib_dir: &str) -> Compiler {
+        let dir = turbine_tokens::model::cache_dir()
+            .join(format!("nvrtc/cuda{major}"))
+            .join(lib_dir);
+        let dirs = SearchDirs {
+            chosen: vec![dir.clone()],
+            usual: Vec::new(),
+        };
+        let (nvrtc, file) = open_nvrtc(&dirs, None).unwrap_or_else(|e| {
+            panic!("{e}: run scripts/fixtures.sh nvrtc (it installs into {dir:?})")
+        });
+        assert!(file.starts_with(dir.to_str().unwrap()), "{file}");
+        let mut compiler = Compiler::new(Box::leak(Box::new(nvrtc))).expect("nvrtcVersion");
+        compiler.cache = None;
+        compiler
+    }
+
+    /// Every kernel compiles for Hopper (sm_90a) and Ampere (sm_80) at the head shapes of
+    /// Llama-3.1-8B / Qwen3-8B (128, group 4), SmolLM2-135M (64, group 3) and a wide head (256,
+    /// group 2), through `compiler`, which must be NVRTC `major`.
+    fn every_kernel_compiles(compiler: &Compiler, major: i32) {
+        assert_eq!(compiler.version().0, major);
+        let shapes = [
+            (128, 4, (9, 0)),
+            (64, 3, (9, 0)),
+            (256, 2, (9, 0)),
+            (128, 4, (8, 0)),
+        ];
+        for (head_dim, group, arch) in shapes {
+            let defines = defines(
+                (head_dim, group, 16),
+                &PrefillLayout::new(head_dim, group),
+                &GemvLayout::default(),
+                None,
+            );
+            let cubin = compiler
+                .cubin(SOURCE, &defines, arch)
+                .unwrap_or_else(|e| panic!("NVRTC {major}, {head_dim}/{group} on {arch:?}: {e}"));
+            assert_eq!(&cubin[..4], b"\x7fELF", "a CUBIN is an ELF file");
+        }
+    }
+
+    // Both versions are loaded in one process, as where a CUDA 12 directory is chosen on a
+    // machine with CUDA 13 installed: each compiler must run the NVRTC it was given.
+    #[test]
+    fn every_kernel_compiles_with_the_oldest_cuda_12_nvrtc() {
+        every_kernel_compiles(&compiler(12, "nvidia/cuda_nvrtc/lib"), 12);
+    }
+
+    #[test]
+    fn every_kernel_compiles_with_the_oldest_cuda_13_nvrtc() {
+        every_kernel_compiles(&compiler(13, "nvidia/cu13/lib"), 13);
+    }
 
     #[test]
     fn the_key_changes_with_source_options_and_version() {

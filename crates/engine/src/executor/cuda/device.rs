@@ -74,10 +74,8 @@ pub struct Gpu {
     /// Whether kernels are launched as programmatic dependents (sm_90 and later; see `launch`).
     pdl: Cell<bool>,
     pub name: String,
-    /// The CUDA library files loaded (driver, NVRTC, cuBLASLt; `libs::load`).
-    pub libraries: &'static [String],
-    /// The CUDA version the driver runs (e.g. 12040 for 12.4), where it said.
-    pub driver: Option<u32>,
+    /// The CUDA libraries loaded (`libs::load`): their files, the driver's CUDA version, NVRTC.
+    pub libs: &'static libs::Loaded,
     pub arch: (i32, i32),
     pub sms: u32,
     /// Most dynamic shared memory one block may opt into, in bytes.
@@ -119,6 +117,7 @@ impl Gpu {
             bytes: BLAS_WORKSPACE,
         };
         let lt = Lt::new(
+            &loaded.blaslt,
             blas_workspace.ptr,
             BLAS_WORKSPACE,
             &format!("{name} {arch:?}"),
@@ -130,8 +129,7 @@ impl Gpu {
             stream,
             pdl: Cell::new(arch.0 >= 9),
             name,
-            libraries: &loaded.files,
-            driver: loaded.driver,
+            libs: loaded,
             arch,
             sms,
             max_shared,
@@ -325,7 +323,7 @@ impl Gpu {
     /// Whether CUDA graphs can hold PDL launches (the driver runs CUDA 12.3 or later, or did not
     /// say which it runs).
     pub fn graphs_keep_pdl(&self) -> bool {
-        self.driver.is_none_or(|v| v >= GRAPH_PDL_DRIVER)
+        self.libs.driver.is_none_or(|v| v >= GRAPH_PDL_DRIVER)
     }
 
     /// Static shared memory `f` declares, in bytes: what a launch's dynamic shared memory must

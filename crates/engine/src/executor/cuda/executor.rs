@@ -77,7 +77,7 @@ impl CudaExecutor {
         super::kernels::check_shape(config.head_dim, config.heads / config.kv_heads)
             .map_err(failed)?;
         let gpu = Gpu::open(options.device).map_err(failed)?;
-        let compiler = Compiler::new().map_err(failed)?;
+        let compiler = Compiler::new(&gpu.libs.nvrtc).map_err(failed)?;
         let shapes = Shapes::of(&config);
         let kernels = Kernels::load(
             &gpu,
@@ -138,7 +138,7 @@ impl CudaExecutor {
             gpu = %gpu.name,
             arch = ?gpu.arch,
             nvrtc = ?compiler.version(),
-            libraries = ?gpu.libraries,
+            libraries = ?gpu.libs.files,
             num_blocks,
             graph_sizes = graphs.as_ref().map_or(0, DecodeGraphs::len),
             graph_mib = graph_bytes >> 20,
@@ -185,7 +185,7 @@ impl CudaExecutor {
 
     /// The CUDA library files in use (driver, NVRTC, cuBLASLt).
     pub fn libraries(&self) -> &[String] {
-        self.gpu.libraries
+        &self.gpu.libs.files
     }
 
     /// The few-token GEMVs' layout as compiled (`TURBINE_CUDA_GEMV`'s form), or None where

@@ -15,10 +15,11 @@
 use super::compile::cache_dir;
 use super::device::{GpuResult, check};
 use super::gemm_cache::GemmCache;
-use cudarc::cublaslt::result as lt;
+use super::symbols::BlasLt;
 use cudarc::cublaslt::sys::{
-    self as ltsys, cublasComputeType_t, cublasLtMatmulAlgo_t, cublasLtMatmulDescAttributes_t,
-    cublasLtMatmulHeuristicResult_t, cublasLtMatmulPreferenceAttributes_t, cudaDataType,
+    cublasComputeType_t, cublasLtHandle_t, cublasLtMatmulAlgo_t, cublasLtMatmulDesc_t,
+    cublasLtMatmulDescAttributes_t, cublasLtMatmulHeuristicResult_t,
+    cublasLtMatmulPreferenceAttributes_t, cublasLtMatrixLayout_t, cublasStatus_t, cudaDataType,
 };
 use cudarc::driver::result as drv;
 use cudarc::driver::sys::{CUdeviceptr, CUstream, CUstreamCaptureStatus};
@@ -52,9 +53,10 @@ pub struct Choice {
 
 /// One shape's descriptors and chosen algorithm.
 struct Plan {
-    desc: ltsys::cublasLtMatmulDesc_t,
+    blaslt: &'static BlasLt,
+    desc: cublasLtMatmulDesc_t,
     /// Layouts of the weights, the activations and the output.
-    layouts: [ltsys::cublasLtMatrixLayout_t; 3],
+    layouts: [cublasLtMatrixLayout_t; 3],
     algo: cublasLtMatmulAlgo_t,
     choice: Choice,
 }
@@ -63,9 +65,9 @@ impl Drop for Plan {
     fn drop(&mut self) {
         // SAFETY: created in `Lt::plan` and destroyed once.
         unsafe {
-            let _ = lt::destroy_matmul_desc(self.desc);
+            let _ = (self.blaslt.desc_destroy)(self.desc);
             for l in self.layouts {
-                let _ = lt::destroy_matrix_layout(l);
+                let _ = (self.blaslt.layout_destroy)(l);
             }
         }
     }
@@ -73,7 +75,8 @@ impl Drop for Plan {
 
 /// A cuBLASLt handle, the workspace it may use and the plans made so far.
 pub struct Lt {
-    handle: ltsys::cublasLtHandle_t,
+    blaslt: &'static BlasLt,
+    handle: cublasLtHandle_t,
     workspace: CUdeviceptr,
     workspace_bytes: usize,
     plans: RefCell<HashMap<Shape, Plan>>,
@@ -84,12 +87,23 @@ impl Lt {
     /// `workspace` (`workspace_bytes` long) must outlive the handle and not be used by anything
     /// running concurrently on another stream. `gpu` names the GPU model (the timed choices are
     /// kept per model).
-    pub fn new(workspace: CUdeviceptr, workspace_bytes: usize, gpu: &str) -> GpuResult<Self> {
-        let handle = lt::create_handle().map_err(|e| format!("cublasLtCreate: {e:?}"))?;
+    pub fn new(
+        blaslt: &'static BlasLt,
+        workspace: CUdeviceptr,
+        workspace_bytes: usize,
+        gpu: &str,
+    ) -> GpuResult<Self> {
+        let mut handle: cublasLtHandle_t = std::ptr::null_mut();
+        // SAFETY: a plain out-parameter.
+        check(
+            "cublasLtCreate",
+            unsafe { (blaslt.create)(&mut handle) }.result(),
+        )?;
         // SAFETY: a plain query of the loaded library.
-        let version = unsafe { ltsys::cublasLtGetVersion() };
+        let version = unsafe { (blaslt.version)() };
         let dir = cache_dir(|k| std::env::var(k).ok());
         Ok(Self {
+            blaslt,
             handle,
             workspace,
             workspace_bytes,
@@ -149,15 +163,15 @@ impl Lt {
         // SAFETY: the caller's buffers hold t×k, n×k and t×n elements, as the layouts say; the
         // workspace is ours on this stream.
         check("cublasLtMatmul", unsafe {
-            lt::matmul(
+            (self.blaslt.matmul)(
                 self.handle,
                 plan.desc,
                 (&alpha as *const f32).cast(),
-                (&beta as *const f32).cast(),
                 w as *const c_void,
                 wl,
                 x as *const c_void,
                 xl,
+                (&beta as *const f32).cast(),
                 y as *const c_void,
                 yl,
                 y as *mut c_void,
@@ -167,6 +181,7 @@ impl Lt {
                 self.workspace_bytes,
                 stream as _,
             )
+            .result()
         })
     }
 
@@ -186,17 +201,28 @@ impl Lt {
         } else {
             bf16
         };
-        let err = |what: &'static str| move |e: lt::CublasError| format!("{what}: {e:?}");
-        let desc = lt::create_matmul_desc(
-            cublasComputeType_t::CUBLAS_COMPUTE_32F,
-            cudaDataType::CUDA_R_32F,
-        )
-        .map_err(err("cublasLtMatmulDescCreate"))?;
+        let blaslt = self.blaslt;
+        let mut desc: cublasLtMatmulDesc_t = std::ptr::null_mut();
+        // SAFETY: a plain out-parameter.
+        check("cublasLtMatmulDescCreate", unsafe {
+            (blaslt.desc_create)(
+                &mut desc,
+                cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cudaDataType::CUDA_R_32F,
+            )
+            .result()
+        })?;
         let layout = |dtype, rows: usize, cols: usize| {
-            lt::create_matrix_layout(dtype, rows as u64, cols as u64, rows as i64)
-                .map_err(err("cublasLtMatrixLayoutCreate"))
+            let mut layout: cublasLtMatrixLayout_t = std::ptr::null_mut();
+            // SAFETY: a plain out-parameter.
+            check("cublasLtMatrixLayoutCreate", unsafe {
+                (blaslt.layout_create)(&mut layout, dtype, rows as u64, cols as u64, rows as i64)
+                    .result()
+            })
+            .map(|()| layout)
         };
         let mut plan = Plan {
+            blaslt,
             desc,
             layouts: [layout(bf16, k, n)?, layout(bf16, k, t)?, layout(out, n, t)?],
             algo: cublasLtMatmulAlgo_t { data: [0; 8] },
@@ -208,12 +234,13 @@ impl Lt {
         };
         // SAFETY: a valid descriptor; the attribute is a `cublasOperation_t` (an `i32`).
         check("cublasLtMatmulDescSetAttribute", unsafe {
-            lt::set_matmul_desc_attribute(
+            (blaslt.desc_set)(
                 desc,
                 cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA,
                 (&OP_T as *const i32).cast(),
                 std::mem::size_of::<i32>(),
             )
+            .result()
         })?;
         let candidates = self.candidates(&plan)?;
         // SAFETY: the stream is valid.
@@ -261,28 +288,33 @@ impl Lt {
 
     /// Up to [`CANDIDATES`] algorithms for the plan, best guess first.
     fn candidates(&self, plan: &Plan) -> GpuResult<Vec<cublasLtMatmulAlgo_t>> {
-        let pref = lt::create_matmul_pref()
-            .map_err(|e| format!("cublasLtMatmulPreferenceCreate: {e:?}"))?;
+        let blaslt = self.blaslt;
+        let mut pref = std::ptr::null_mut();
+        // SAFETY: a plain out-parameter.
+        check("cublasLtMatmulPreferenceCreate", unsafe {
+            (blaslt.pref_create)(&mut pref).result()
+        })?;
         let bytes = self.workspace_bytes;
         let [wl, xl, yl] = plan.layouts;
         let mut results = [cublasLtMatmulHeuristicResult_t {
             algo: cublasLtMatmulAlgo_t { data: [0; 8] },
             workspaceSize: 0,
-            state: ltsys::cublasStatus_t::CUBLAS_STATUS_SUCCESS,
+            state: cublasStatus_t::CUBLAS_STATUS_SUCCESS,
             wavesCount: 0.0,
             reserved: [0; 4],
         }; CANDIDATES];
         let mut count = 0;
         // SAFETY: valid handle, descriptors and preference; `results` holds CANDIDATES entries.
         let status = unsafe {
-            let set = lt::set_matmul_pref_attribute(
+            let set = (blaslt.pref_set)(
                 pref,
                 cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                 (&bytes as *const usize).cast(),
                 std::mem::size_of::<usize>(),
-            );
+            )
+            .result();
             let found = set.and_then(|()| {
-                ltsys::cublasLtMatmulAlgoGetHeuristic(
+                (blaslt.heuristic)(
                     self.handle,
                     plan.desc,
                     wl,
@@ -296,13 +328,13 @@ impl Lt {
                 )
                 .result()
             });
-            let _ = lt::destroy_matmul_pref(pref);
+            let _ = (blaslt.pref_destroy)(pref);
             found
         };
         check("cublasLtMatmulAlgoGetHeuristic", status)?;
         let found: Vec<_> = results[..count.max(0) as usize]
             .iter()
-            .filter(|r| r.state == ltsys::cublasStatus_t::CUBLAS_STATUS_SUCCESS)
+            .filter(|r| r.state == cublasStatus_t::CUBLAS_STATUS_SUCCESS)
             .map(|r| r.algo)
             .collect();
         if found.is_empty() {
@@ -323,6 +355,6 @@ impl Drop for Lt {
     fn drop(&mut self) {
         self.plans.borrow_mut().clear();
         // SAFETY: created in `new`, destroyed once, after its plans.
-        let _ = unsafe { lt::destroy_handle(self.handle) };
+        let _ = unsafe { (self.blaslt.destroy)(self.handle) };
     }
 }

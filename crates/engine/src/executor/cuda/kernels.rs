@@ -95,6 +95,28 @@ pub fn check_shape(head_dim: usize, group: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// What the source is compiled with: the model's attention shape `(head_dim, group,
+/// block_size)`, the prefill attention's and the GEMVs' layouts, and the timeline's capacity
+/// where one is recorded.
+pub fn defines(
+    (head_dim, group, block_size): (usize, usize, usize),
+    prefill: &PrefillLayout,
+    gemv: &GemvLayout,
+    timeline_records: Option<usize>,
+) -> Vec<(&'static str, String)> {
+    let mut defines = vec![
+        ("HEAD_DIM", head_dim.to_string()),
+        ("GROUP", group.to_string()),
+        ("BLOCK_SIZE", block_size.to_string()),
+    ];
+    defines.extend(prefill.defines());
+    defines.extend(gemv.defines());
+    if let Some(n) = timeline_records {
+        defines.push(("TIMELINE", n.to_string()));
+    }
+    defines
+}
+
 impl Kernels {
     pub fn load(
         gpu: &Gpu,
@@ -113,18 +135,14 @@ impl Kernels {
             ));
         }
         let mut prefill = PrefillLayout::new(head_dim, group);
-        let mut defines = vec![
-            ("HEAD_DIM", head_dim.to_string()),
-            ("GROUP", group.to_string()),
-            ("BLOCK_SIZE", block_size.to_string()),
-        ];
-        defines.extend(prefill.defines());
         let gemv_layout = GemvLayout::from_env()?;
-        defines.extend(gemv_layout.defines());
         let timeline_records = timeline::capacity();
-        if let Some(n) = timeline_records {
-            defines.push(("TIMELINE", n.to_string()));
-        }
+        let defines = defines(
+            (head_dim, group, block_size),
+            &prefill,
+            &gemv_layout,
+            timeline_records,
+        );
         let source = match std::env::var_os(SOURCE_ENV) {
             Some(path) => {
                 tracing::warn!("compiling the CUDA kernels of {}", path.display());

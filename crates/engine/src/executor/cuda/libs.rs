@@ -1,10 +1,11 @@
-//! Finding and loading the CUDA libraries at run time. cudarc opens each library by its plain
-//! name (`libcublasLt.so.13`), which finds only what the dynamic loader's path holds; we first open
-//! each one by absolute path from the usual places, so cudarc's later `dlopen` by name returns the
-//! library already loaded. Without this, a missing library is a panic inside cudarc. NVRTC and
-//! cuBLASLt of a CUDA major version newer than the driver runs are passed over (their kernels
-//! would not load), so a CUDA 12 driver takes CUDA 12 libraries where 13 is also installed.
+//! Finding and loading the CUDA libraries at run time, by absolute path from the usual places.
+//! NVRTC's and cuBLASLt's functions are then looked up in those very files (`symbols`); the
+//! driver is opened first so that cudarc's own later `dlopen` of it by name returns the library
+//! already loaded. Without this, a missing library is a panic inside cudarc. NVRTC and cuBLASLt
+//! of a CUDA major version newer than the driver runs are passed over (their kernels would not
+//! load), so a CUDA 12 driver takes CUDA 12 libraries where 13 is also installed.
 
+use super::symbols::{BlasLt, Nvrtc};
 use libloading::Library;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -18,21 +19,18 @@ struct Wanted {
     names: &'static [&'static str],
 }
 
-/// In load order: each library's dependencies come before it, the driver first.
-const WANTED: &[Wanted] = &[
-    Wanted {
-        what: "the CUDA driver (libcuda)",
-        names: &["libcuda.so.1", "libcuda.so"],
-    },
-    Wanted {
-        what: "NVRTC",
-        names: &["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"],
-    },
-    Wanted {
-        what: "cuBLASLt",
-        names: &["libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"],
-    },
-];
+const DRIVER: Wanted = Wanted {
+    what: "the CUDA driver (libcuda)",
+    names: &["libcuda.so.1", "libcuda.so"],
+};
+const NVRTC: Wanted = Wanted {
+    what: "NVRTC",
+    names: &["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"],
+};
+const CUBLASLT: Wanted = Wanted {
+    what: "cuBLASLt",
+    names: &["libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"],
+};
 
 /// Where to look: the directories the user named (`$TURBINE_CUDA_LIB_DIR`, an explicit choice:
 /// the first that holds any version of a library wins, so a CUDA 12 directory named there beats
@@ -133,10 +131,13 @@ pub fn find(names: &[&str], dirs: &SearchDirs) -> Option<PathBuf> {
     chosen.chain(usual).find(|p| p.is_file())
 }
 
-/// The loaded libraries, kept open for the process's life, and what was loaded, in order: a
-/// file's path, or a bare name where the dynamic loader's own path found it.
+/// The loaded libraries, kept open for the process's life, and what was loaded (driver, NVRTC,
+/// cuBLASLt): a file's path, or a bare name where the dynamic loader's own path found it.
 pub struct Loaded {
-    _libs: Vec<Library>,
+    pub nvrtc: Nvrtc,
+    pub blaslt: BlasLt,
+    /// The driver, kept open for cudarc (see the module's documentation).
+    _driver: Library,
     pub files: Vec<String>,
     /// The CUDA version the driver runs (`cuDriverGetVersion`, e.g. 12040 for 12.4), if it said.
     pub driver: Option<u32>,
@@ -154,53 +155,65 @@ pub fn load() -> Result<&'static Loaded, String> {
 }
 
 fn load_all(dirs: &SearchDirs) -> Result<Loaded, String> {
-    let (mut libs, mut files) = (Vec::new(), Vec::new());
-    // The CUDA version the driver (the first library) runs, once it is loaded.
-    let mut driver: Option<u32> = None;
-    for wanted in WANTED {
-        let names = runnable(wanted.names, driver);
-        let passed_over = match driver {
-            Some(v) if names.len() < wanted.names.len() => format!(
-                " (newer versions were passed over: the driver runs CUDA {}.{} at most)",
-                v / 1000,
-                v % 1000 / 10
-            ),
-            _ => String::new(),
-        };
-        let (lib, file) = match find(&names, dirs) {
-            Some(path) => {
-                if wanted.what == "NVRTC" {
-                    libs.extend(nvrtc_builtins(&path));
-                }
-                // SAFETY: loading a vendor library runs its initialisers, as any CUDA program does.
-                let lib = unsafe { Library::new(&path) }
-                    .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
-                (lib, path.display().to_string())
-            }
-            // Last, the dynamic loader's own path (ld.so.conf, LD_LIBRARY_PATH).
-            None => names
-                .iter()
-                .find_map(|&n| unsafe { Library::new(n) }.ok().map(|l| (l, n.to_string())))
-                .ok_or_else(|| {
-                    format!(
-                        "{} not found: no GPU driver or CUDA libraries on this machine? Tried {:?} \
-                         in ${LIB_DIR_ENV}, the CUDA toolkit, the driver's directories and Python's \
-                         site-packages/nvidia/*/lib{passed_over}",
-                        wanted.what, names
-                    )
-                })?,
-        };
-        if files.is_empty() {
-            driver = driver_version(&lib);
-        }
-        libs.push(lib);
-        files.push(file);
-    }
+    let (driver_lib, driver_file) = open(&DRIVER, dirs, None)?;
+    let driver = driver_version(&driver_lib);
+    let (nvrtc, nvrtc_file) = open_nvrtc(dirs, driver)?;
+    let (blaslt, blaslt_file) = open(&CUBLASLT, dirs, driver)?;
     Ok(Loaded {
-        _libs: libs,
-        files,
+        nvrtc,
+        blaslt: BlasLt::load(blaslt, &blaslt_file)?,
+        _driver: driver_lib,
+        files: vec![driver_file, nvrtc_file, blaslt_file],
         driver,
     })
+}
+
+/// NVRTC's functions from the first file of `dirs` whose major version `driver` runs (all where
+/// it is not known), and which file that was.
+pub fn open_nvrtc(dirs: &SearchDirs, driver: Option<u32>) -> Result<(Nvrtc, String), String> {
+    let (lib, file) = open(&NVRTC, dirs, driver)?;
+    // NVRTC opens its builtins by name when it compiles: a file found outside the loader's path
+    // needs them loaded from its directory beforehand, for the process's life.
+    if let Some(builtins) = nvrtc_builtins(Path::new(&file)) {
+        std::mem::forget(builtins);
+    }
+    Ok((Nvrtc::load(lib, &file)?, file))
+}
+
+/// The first file of `wanted` in `dirs` whose major version `driver` runs, loaded, else the
+/// first of its names the dynamic loader's own path (ld.so.conf, LD_LIBRARY_PATH) has.
+fn open(
+    wanted: &Wanted,
+    dirs: &SearchDirs,
+    driver: Option<u32>,
+) -> Result<(Library, String), String> {
+    let names = runnable(wanted.names, driver);
+    if let Some(path) = find(&names, dirs) {
+        // SAFETY: loading a vendor library runs its initialisers, as any CUDA program does.
+        let lib = unsafe { Library::new(&path) }
+            .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+        return Ok((lib, path.display().to_string()));
+    }
+    let passed_over = match driver {
+        Some(v) if names.len() < wanted.names.len() => format!(
+            " (newer versions were passed over: the driver runs CUDA {}.{} at most)",
+            v / 1000,
+            v % 1000 / 10
+        ),
+        _ => String::new(),
+    };
+    names
+        .iter()
+        // SAFETY: as above.
+        .find_map(|&n| unsafe { Library::new(n) }.ok().map(|l| (l, n.to_string())))
+        .ok_or_else(|| {
+            format!(
+                "{} not found: no GPU driver or CUDA libraries on this machine? Tried {:?} in \
+                 ${LIB_DIR_ENV}, the CUDA toolkit, the driver's directories and Python's \
+                 site-packages/nvidia/*/lib{passed_over}",
+                wanted.what, names
+            )
+        })
 }
 
 /// `cuDriverGetVersion` (e.g. 12040 for CUDA 12.4), if `driver` answers it.

@@ -26,6 +26,7 @@ mod kv_cache;
 mod libs;
 mod plan;
 mod prefill;
+mod symbols;
 mod timeline;
 mod weights;
 
