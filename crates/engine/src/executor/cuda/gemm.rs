@@ -8,9 +8,9 @@
 //! heuristic algorithms are each run [`TIMED_RUNS`] times and the fastest is kept for good, so a
 //! shape always runs the same kernel (graph replays equal eager steps bit for bit), in this process
 //! and, through the cache, in later ones. A shape first met inside a capture (not expected: graphs
-//! capture on a shape's second step) keeps the heuristic's first choice. Prefill shapes (many rows)
-//! are not timed: every chunk length is a new shape, and the heuristic does well on compute-bound
-//! ones.
+//! capture on a shape's second step) takes the choice kept on disk, else the heuristic's first.
+//! Prefill shapes (many rows) are not timed: every chunk length is a new shape, and the heuristic
+//! does well on compute-bound ones.
 
 use super::compile::cache_dir;
 use super::device::{GpuResult, check};
@@ -248,15 +248,16 @@ impl Lt {
             .map_err(|e| format!("cuStreamIsCapturing: {e:?}"))?
             != CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
         plan.algo = candidates[0];
-        if capturing || t > TIMED_MAX_ROWS || candidates.len() == 1 {
-            return Ok(plan);
-        }
-        // Timed before on this machine: the same choice, if the heuristic still offers it.
+        // Timed before on this machine: the same choice, if the heuristic still offers it (also
+        // inside a capture, where nothing can be timed).
         let shape = plan.choice.shape;
         let kept = self.cache.borrow().get(shape);
         if let Some(i) = kept.and_then(|words| candidates.iter().position(|a| a.data == words)) {
             plan.algo = candidates[i];
             plan.choice.chosen = i;
+            return Ok(plan);
+        }
+        if capturing || t > TIMED_MAX_ROWS || candidates.len() == 1 {
             return Ok(plan);
         }
         let mut best = f64::INFINITY;
