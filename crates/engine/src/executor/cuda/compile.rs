@@ -199,22 +199,23 @@ mod tests {
     }
 
     /// Every kernel compiles for Hopper (sm_90a) and Ampere (sm_80) at the head shapes of
-    /// Llama-3.1-8B / Qwen3-8B (128, group 4), SmolLM2-135M (64, group 3) and a wide head (256,
-    /// group 2), through `compiler`, which must be NVRTC `major`.
+    /// Llama-3.1-8B / Qwen3-8B (128, group 4), SmolLM2-135M (64, group 3, here with the
+    /// timeline's records) and a wide head (256, group 2), through `compiler`, which must be
+    /// NVRTC `major`.
     fn every_kernel_compiles(compiler: &Compiler, major: i32) {
         assert_eq!(compiler.version().0, major);
         let shapes = [
-            (128, 4, (9, 0)),
-            (64, 3, (9, 0)),
-            (256, 2, (9, 0)),
-            (128, 4, (8, 0)),
+            (128, 4, (9, 0), None),
+            (64, 3, (9, 0), Some(1024)),
+            (256, 2, (9, 0), None),
+            (128, 4, (8, 0), None),
         ];
-        for (head_dim, group, arch) in shapes {
+        for (head_dim, group, arch, timeline) in shapes {
             let defines = defines(
                 (head_dim, group, 16),
                 &PrefillLayout::new(head_dim, group),
                 &GemvLayout::default(),
-                None,
+                timeline,
             );
             let cubin = compiler
                 .cubin(SOURCE, &defines, arch)
