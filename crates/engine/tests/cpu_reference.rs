@@ -26,10 +26,15 @@ use turbine_protocols::{InstanceId, PreprocessedRequest, SamplingOptions, StopCo
 
 const BLOCK: usize = 16;
 
+/// This crate's directory in the checkout under test, read at run time: a test binary that cargo
+/// reuses from another checkout of the same target directory would carry that checkout's path
+/// from `env!`.
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
+}
+
 fn fixture(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/reference")
-        .join(name);
+    let path = manifest_dir().join("tests/fixtures/reference").join(name);
     serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("fixture JSON")
 }
 
@@ -253,8 +258,7 @@ fn venv_python() -> PathBuf {
 }
 
 fn numpy_reference(args: &[&str]) -> String {
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/reference/numpy_llama.py");
+    let script = manifest_dir().join("../../scripts/reference/numpy_llama.py");
     let out = Command::new(venv_python())
         .arg(script)
         .args(args)

@@ -49,7 +49,9 @@ fn from_hex(hex: &str) -> Vec<u8> {
 
 #[test]
 fn dequantize_matches_gguf_reference() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/quants");
+    // Read at run time, not by `env!`: see cpu_reference.rs's `manifest_dir`.
+    let dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
+        .join("tests/fixtures/quants");
     for dtype in DType::ALL {
         let path = dir.join(format!("{}.json", dtype.name().to_lowercase()));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {

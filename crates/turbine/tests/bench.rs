@@ -6,7 +6,7 @@ mod common;
 
 use common::{Server, bench, scratch};
 use serde_json::Value;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 use turbine_bench::workload::{TraceReplay, Vocabulary, read_trace};
 
@@ -126,7 +126,9 @@ fn shared_prefix_and_multi_turn_lengths() {
 fn trace_replay_scales_lengths() {
     let server = Server::start(&[]);
     let dir = scratch("trace");
-    let trace = Path::new(env!("CARGO_MANIFEST_DIR"))
+    // The checkout under test, read at run time: a test binary that cargo reuses from another
+    // checkout of the same target directory would carry that checkout's path from `env!`.
+    let trace = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
         .join("../../../shared/traces/mooncake_synthetic.jsonl");
     let report = bench(
         &url(&server),

@@ -223,7 +223,9 @@ mod tests {
 
     #[test]
     fn reads_the_shared_traces() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces");
+        // Read at run time, not by `env!`: a reused test binary keeps its checkout's path.
+        let dir = Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
+            .join("../../../shared/traces");
         let records = read_trace(&dir.join("mooncake_synthetic.jsonl")).expect("trace");
         assert_eq!(records.len(), 3993);
     }
