@@ -3,7 +3,8 @@
 //! driver is opened first so that cudarc's own later `dlopen` of it by name returns the library
 //! already loaded. Without this, a missing library is a panic inside cudarc. NVRTC and cuBLASLt
 //! of a CUDA major version newer than the driver runs are passed over (their kernels would not
-//! load), so a CUDA 12 driver takes CUDA 12 libraries where 13 is also installed.
+//! load), so a CUDA 12 driver takes CUDA 12 libraries where 13 is also installed; a driver
+//! older than CUDA 12.0 is refused before they are looked for.
 
 use super::symbols::{BlasLt, Nvrtc};
 use libloading::Library;
@@ -157,6 +158,7 @@ pub fn load() -> Result<&'static Loaded, String> {
 fn load_all(dirs: &SearchDirs) -> Result<Loaded, String> {
     let (driver_lib, driver_file) = open(&DRIVER, dirs, None)?;
     let driver = driver_version(&driver_lib);
+    new_enough(driver)?;
     let (nvrtc, nvrtc_file) = open_nvrtc(dirs, driver)?;
     let (blaslt, blaslt_file) = open(&CUBLASLT, dirs, driver)?;
     Ok(Loaded {
@@ -196,9 +198,8 @@ fn open(
     }
     let passed_over = match driver {
         Some(v) if names.len() < wanted.names.len() => format!(
-            " (newer versions were passed over: the driver runs CUDA {}.{} at most)",
-            v / 1000,
-            v % 1000 / 10
+            " (newer versions were passed over: the driver runs CUDA {} at most)",
+            cuda_version(v)
         ),
         _ => String::new(),
     };
@@ -214,6 +215,26 @@ fn open(
                 wanted.what, names
             )
         })
+}
+
+/// The oldest CUDA version the driver may run: kernels are launched with `cuLaunchKernelEx`.
+const OLDEST_DRIVER: u32 = 12000;
+
+/// Refuses a driver older than [`OLDEST_DRIVER`] (one that did not say its version may try).
+fn new_enough(driver: Option<u32>) -> Result<(), String> {
+    match driver {
+        Some(v) if v < OLDEST_DRIVER => Err(format!(
+            "the GPU driver runs CUDA {}; the CUDA executor needs CUDA 12.0 or later (driver 525 \
+             or newer)",
+            cuda_version(v)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `cuDriverGetVersion`'s number as CUDA writes it: 12040 is "12.4".
+fn cuda_version(v: u32) -> String {
+    format!("{}.{}", v / 1000, v % 1000 / 10)
 }
 
 /// `cuDriverGetVersion` (e.g. 12040 for CUDA 12.4), if `driver` answers it.
@@ -286,6 +307,18 @@ mod tests {
             .iter()
             .position(|d| d == Path::new("/usr/local/nvidia/lib64"));
         assert!(toolkit < driver);
+    }
+
+    #[test]
+    fn drivers_older_than_cuda_12_are_refused_clearly() {
+        let error = new_enough(Some(11080)).expect_err("CUDA 11.8 refused");
+        assert!(
+            error.contains("CUDA 11.8") && error.contains("12.0"),
+            "{error}"
+        );
+        assert!(new_enough(Some(12000)).is_ok());
+        assert!(new_enough(Some(13000)).is_ok());
+        assert!(new_enough(None).is_ok());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The CUDA executor: Llama-family models on one NVIDIA GPU, bf16 weights, paged bf16 KV.
 //!
 //! Nothing CUDA is needed to build: `libs` finds and loads the driver, NVRTC and cuBLASLt at run
-//! time (cudarc with dynamic loading); `compile` turns `kernels.cu` (with `prefill.cu`,
+//! time (cudarc with dynamic loading for the driver; `symbols` holds NVRTC's and cuBLASLt's
+//! functions from the files chosen); `compile` turns `kernels.cu` (with `prefill.cu`,
 //! `gemv.cu`, `decode_mma.cu` and `sample.cu` appended) into a CUBIN for the GPU in hand through
 //! NVRTC, cached on disk; `device` holds the context, stream and buffers, `gemm` the GEMMs (cuBLASLt, each shape's
 //! algorithm timed once, `gemm_cache` keeping the choices on disk); `kernels`
