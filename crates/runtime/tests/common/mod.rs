@@ -108,37 +108,45 @@ impl Service {
     }
 
     /// Starts a server on fresh ports; when it exits before listening (a port taken meanwhile
-    /// by another process), tries again on others.
+    /// by another process), tries again on other ports in a fresh directory (etcd keeps its
+    /// peer address in its data).
     fn start(command: fn(&Service) -> Command) -> Service {
-        let mut failures = Vec::new();
-        for _ in 0..STARTS {
-            let mut service = Service {
-                command,
-                child: None,
-                dir: temp_dir("service"),
-                port: free_port(),
-                peer_port: free_port(),
-            };
-            match service.spawn_and_listen() {
-                Ok(()) => return service,
-                Err(why) => failures.push(why),
-            }
-        }
-        panic!("the server did not start: {}", failures.join("\n"));
+        let mut service = Service {
+            command,
+            child: None,
+            dir: temp_dir("service"),
+            port: free_port(),
+            peer_port: free_port(),
+        };
+        service.listen_within_tries("start", |s| {
+            let _ = std::fs::remove_dir_all(&s.dir);
+            s.dir = temp_dir("service");
+            s.port = free_port();
+            s.peer_port = free_port();
+        });
+        service
     }
 
     /// Starts the process again on the same ports and directory, once it listens; a port can be
     /// briefly held by someone else, so it tries a few times before panicking with the log.
     pub fn restart(&mut self) {
+        self.listen_within_tries("restart", |_| {
+            std::thread::sleep(Duration::from_millis(500))
+        });
+    }
+
+    /// Up to [`STARTS`] tries of [`Service::spawn_and_listen`], `after_failure` between them;
+    /// panics with every try's failure.
+    fn listen_within_tries(&mut self, what: &str, after_failure: impl Fn(&mut Service)) {
         let mut failures = Vec::new();
         for _ in 0..STARTS {
             match self.spawn_and_listen() {
                 Ok(()) => return,
                 Err(why) => failures.push(why),
             }
-            std::thread::sleep(Duration::from_millis(500));
+            after_failure(self);
         }
-        panic!("the server did not restart: {}", failures.join("\n"));
+        panic!("the server did not {what}: {}", failures.join("\n"));
     }
 
     /// Spawns the process, its output appended to `DIR/log`, and waits until its port accepts
